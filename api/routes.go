@@ -1,0 +1,79 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+)
+
+// routes registers every route of fleetd. It is the one place that lists
+// them; the OpenAPI test walks this router.
+func (s *Server) routes() fasthttp.RequestHandler {
+	r := s.router()
+	return r.Handler
+}
+
+func (s *Server) router() *router.Router {
+	r := router.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+	r.HandleOPTIONS = false
+
+	r.POST("/backend/webhook", s.webhook)
+	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		r.GET("/metrics", s.cfg.Metrics)
+	}
+
+	r.GET("/api/openapi.json", s.api("/api/openapi.json", false, s.openapi))
+	r.GET("/api/v1/devices", s.api("/api/v1/devices", true, s.listDevices))
+	r.GET("/api/v1/devices/{id}", s.api("/api/v1/devices/{id}", true, s.getDevice))
+	r.POST("/api/v1/devices/{id}/unbind", s.api("/api/v1/devices/{id}/unbind", true, s.unbindDevice))
+	r.POST("/api/v1/devices/{id}/secret:rotate", s.api("/api/v1/devices/{id}/secret:rotate", true, s.rotateSecret))
+	r.GET("/api/v1/sessions", s.api("/api/v1/sessions", true, s.listSessions))
+	r.GET("/api/v1/usage", s.api("/api/v1/usage", true, s.usage))
+	r.GET("/api/v1/members", s.api("/api/v1/members", true, s.listMembers))
+	r.POST("/api/v1/members:invite", s.api("/api/v1/members:invite", true, s.inviteMember))
+
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		writeErrorBody(ctx, fasthttp.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", ctx.Method(), ctx.Path()))
+	}
+	r.MethodNotAllowed = func(ctx *fasthttp.RequestCtx) {
+		writeErrorBody(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s is not allowed on %s", ctx.Method(), ctx.Path()))
+	}
+	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
+		s.log.Error("panic in handler", "path", string(ctx.Path()), "panic", fmt.Sprint(v))
+		ctx.Response.Reset()
+		writeErrorBody(ctx, fasthttp.StatusInternalServerError, "internal", "internal error")
+	}
+	return r
+}
+
+func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentType("application/json")
+	ctx.SetBodyString(`{"status":"ok"}`)
+}
+
+// readyz answers 200 when the store answers within its timeout, else 503.
+func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
+	if s.draining.Load() {
+		ctx.SetConnectionClose()
+		writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "fleetd is shutting down")
+		return
+	}
+	if s.cfg.Ready != nil {
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := s.cfg.Ready(c); err != nil {
+			writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the state store is unreachable")
+			return
+		}
+	}
+	ctx.SetContentType("application/json")
+	ctx.SetBodyString(`{"status":"ready"}`)
+}

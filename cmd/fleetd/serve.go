@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/fleetd/fleetd/api"
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/fleetd/fleetd/ingest"
+	"github.com/fleetd/fleetd/metrics"
+	"github.com/fleetd/fleetd/redisstore"
+	"github.com/valyala/fasthttp"
+)
+
+type serveConfig struct {
+	addr             string
+	redis            redisFlags
+	webhookSecret    string
+	maxBodyBytes     int
+	maxBatch         int
+	ingestTimeout    time.Duration
+	queueEvents      int
+	commitBatch      int
+	commitWorkers    int
+	liveSessionBound time.Duration
+	retention        time.Duration
+	readTimeout      time.Duration
+	writeTimeout     time.Duration
+	idleTimeout      time.Duration
+	concurrency      int
+	shutdownTimeout  time.Duration
+	keyCacheTTL      time.Duration
+	maxWorkspaces    int
+	logLevel         string
+	logFormat        string
+}
+
+func serveFlags(stderr io.Writer) (*flagSet, *serveConfig) {
+	c := &serveConfig{}
+	fs := newFlagSet("serve", usage+"\n\nfleetd serve: run the daemon.", stderr)
+	fs.StringVar(&c.addr, "addr", ":8080", "listen address of the webhook, REST API, /metrics, /healthz and /readyz")
+	c.redis.register(fs)
+	fs.StringVar(&c.webhookSecret, "webhook-secret", "", "comma-separated accepted x-webhook-secret values (several for rotation); required with Redis configured, generated and printed in embedded mode")
+	fs.IntVar(&c.maxBodyBytes, "max-body-bytes", 1<<20, "largest accepted request body in bytes; larger → 413")
+	fs.IntVar(&c.maxBatch, "max-batch", 1000, "most events in one webhook request; more → 400")
+	fs.DurationVar(&c.ingestTimeout, "ingest-timeout", time.Second, "bound of a webhook request from decode to commit; past it → 503 with Retry-After")
+	fs.IntVar(&c.queueEvents, "queue-events", 100000, "most events waiting for a commit; beyond it → 429 with Retry-After")
+	fs.IntVar(&c.commitBatch, "commit-batch", 2000, "most events in one group commit to Redis")
+	fs.IntVar(&c.commitWorkers, "commit-workers", 4, "group commits in flight at once")
+	fs.DurationVar(&c.liveSessionBound, "live-session-bound", redisstore.DefaultLiveSessionBound, "a live session whose end has not arrived after this long stops counting as live (listed as abandoned)")
+	fs.DurationVar(&c.retention, "retention", redisstore.DefaultRetention, "how long session records and daily active-device sets are kept")
+	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "bound for reading a whole request (slow clients are cut off)")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "bound for writing a response")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection is kept")
+	fs.IntVar(&c.concurrency, "concurrency", 64*1024, "most connections served at once")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound of a graceful shutdown (finish requests, flush the queue)")
+	fs.DurationVar(&c.keyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a resolved API key is trusted; a revoked key is refused within this time")
+	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	return fs, c
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, not %q", format)
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs, c := serveFlags(stderr)
+	if err := fs.parse(args, getenv); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+	}
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	secrets := splitList(c.webhookSecret)
+
+	var embedded *miniredis.Miniredis
+	redisURL := c.redis.url
+	if !c.redis.configured() {
+		embedded = miniredis.NewMiniRedis()
+		if err := embedded.StartAddr("127.0.0.1:0"); err != nil {
+			return fmt.Errorf("embedded redis: %w", err)
+		}
+		defer embedded.Close()
+		redisURL = "redis://" + embedded.Addr()
+		log.Warn("NO REDIS CONFIGURED: running on an embedded in-memory Redis; state is NOT durable and is lost at exit. Set --redis-url (FLEETD_REDIS_URL) for production.")
+	} else if len(secrets) == 0 {
+		return errors.New("--webhook-secret (FLEETD_WEBHOOK_SECRET) is required when Redis is configured")
+	}
+
+	store, err := redisstore.Open(ctx, redisstore.Config{
+		URL: redisURL, Cluster: c.redis.clusterAddrs(), Timeout: c.redis.timeout,
+		LiveSessionBound: c.liveSessionBound, Retention: c.retention,
+	})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	if embedded != nil {
+		if len(secrets) == 0 {
+			secrets = []string{randomAlnum(32)}
+			fmt.Fprintf(stdout, "Generated webhook secret (send it as x-webhook-secret):\n  export SECRET=%s\n", secrets[0])
+		}
+		key, _, err := createKey(ctx, store, "demo", "demo", false)
+		if err != nil {
+			return fmt.Errorf("mint demo key: %w", err)
+		}
+		fmt.Fprintf(stdout, "API key of workspace demo (send it as x-api-key):\n  export KEY=%s\n", key)
+	}
+
+	reg := metrics.NewRegistry()
+	wm := metrics.NewWebhook(reg)
+	am := metrics.NewAPI(reg)
+	registerFleetCollector(reg, store, c.maxWorkspaces, log)
+
+	batcher := ingest.NewBatcher(store, ingest.Config{
+		QueueEvents: c.queueEvents, MaxBatch: c.commitBatch, Workers: c.commitWorkers,
+		CommitTimeout: c.ingestTimeout, Observe: func(n int) { wm.BatchSize.Observe(float64(n)) },
+	})
+	srv := api.New(api.Config{
+		Reader: store, Keys: store, Ingest: batcher, Webhook: wm, API: am,
+		Metrics: metrics.Handler(reg), Ready: store.Ping, Log: log,
+		WebhookSecrets: secrets, MaxBatch: c.maxBatch, IngestTimeout: c.ingestTimeout, KeyCacheTTL: c.keyCacheTTL,
+	})
+	hs := &fasthttp.Server{
+		Handler:               srv.Handler(),
+		ErrorHandler:          api.ErrorHandler,
+		Name:                  "fleetd",
+		ReadTimeout:           c.readTimeout,
+		WriteTimeout:          c.writeTimeout,
+		IdleTimeout:           c.idleTimeout,
+		MaxRequestBodySize:    c.maxBodyBytes,
+		Concurrency:           c.concurrency,
+		NoDefaultServerHeader: true,
+		NoDefaultDate:         true,
+		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{log},
+	}
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		batcher.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("fleetd listening", "addr", ln.Addr().String(), "embedded_redis", embedded != nil, "cluster", len(c.redis.clusterAddrs()) > 0)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		batcher.Close()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: finishing requests and flushing the ingest queue")
+	srv.SetDraining()
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	if err := hs.ShutdownWithContext(sctx); err != nil {
+		log.Warn("shutdown: connections still open at the deadline", "err", err)
+	}
+	batcher.Close()
+	log.Info("fleetd stopped")
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// randomAlnum returns n characters of [A-Za-z0-9] from crypto/rand,
+// without modulo bias.
+func randomAlnum(n int) string {
+	out := make([]byte, 0, n)
+	var buf [64]byte
+	for len(out) < n {
+		rand.Read(buf[:])
+		for _, b := range buf {
+			if b < 248 && len(out) < n { // 248 = 4*62
+				out = append(out, alnum[b%62])
+			}
+		}
+	}
+	return string(out)
+}
+
+// fasthttpLogger routes fasthttp's own messages to slog at debug level:
+// they are per-connection noise (timeouts, resets) under abuse.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("http: " + fmt.Sprintf(format, args...))
+}
+
+var _ fleet.Ingester = (*redisstore.Store)(nil)

@@ -1,0 +1,443 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/redis/go-redis/v9"
+)
+
+const dayMs = 86400000
+
+// Apply implements fleet.Ingester. Events are applied in runs: a run of
+// registrations, then a run of everything else, and so on, so that order
+// between a registration and the events around it is kept. A run costs one
+// round trip when every device's workspace is cached.
+func (s *Store) Apply(ctx context.Context, events []fleet.Event, results []fleet.Result) error {
+	for i := 0; i < len(events); {
+		reg := events[i].Type == fleet.EventDeviceRegistered
+		j := i + 1
+		if reg {
+			// A device registered twice in one run must be done in order.
+			seen := map[string]bool{events[i].DeviceID: true}
+			for j < len(events) && events[j].Type == fleet.EventDeviceRegistered && !seen[events[j].DeviceID] {
+				seen[events[j].DeviceID] = true
+				j++
+			}
+			if err := s.register(ctx, events[i:j], results[i:j]); err != nil {
+				return err
+			}
+		} else {
+			for j < len(events) && events[j].Type != fleet.EventDeviceRegistered {
+				j++
+			}
+			if err := s.applyEvents(ctx, events[i:j], results[i:j]); err != nil {
+				return err
+			}
+		}
+		i = j
+	}
+	return nil
+}
+
+func (s *Store) clock() (now int64, day int64) {
+	now = s.now().UnixMilli()
+	return now, now / dayMs
+}
+
+// eventArgs appends the 7 script fields of an event.
+func eventArgs(args []any, e *fleet.Event) []any {
+	x := e.Status
+	if e.Type == fleet.EventOnlineChanged {
+		x = "0"
+		if e.Online {
+			x = "1"
+		}
+	}
+	return append(args, int(e.Type), e.ID, e.TS, e.DeviceID, e.SessionID, x, e.DurationSec)
+}
+
+// applyEvents applies non-registration events. Devices are routed to their
+// workspace (cache, else the index); events of devices without one are kept
+// in the device's index bucket. Events that find their device elsewhere are
+// routed again, at most a few times.
+func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results []fleet.Result) error {
+	work := make([]int, 0, len(events))
+	for i := range events {
+		if events[i].Type == fleet.EventUnknown {
+			results[i] = fleet.Ignored
+			continue
+		}
+		work = append(work, i)
+	}
+	// staleWS[d] is a workspace the index names but that lacks the device.
+	var staleWS map[string]string
+	var deleted [][2]string // device, workspace it was deleted from
+	for attempt := 0; len(work) > 0; attempt++ {
+		if attempt == 4 {
+			return fmt.Errorf("redisstore: apply: %d events still unrouted after %d attempts", len(work), attempt)
+		}
+		route, err := s.resolve(ctx, events, work, attempt == 0)
+		if err != nil {
+			return err
+		}
+		now, day := s.clock()
+		var calls []*call
+		byWS := map[string]*call{}
+		byBucket := map[uint32]*call{}
+		for _, i := range work {
+			e := &events[i]
+			ws := route[e.DeviceID]
+			if stale, ok := staleWS[e.DeviceID]; ws != "" && !(ok && stale == ws) {
+				c := byWS[ws]
+				if c == nil {
+					c = &call{script: applyScript, keys: []string{wsDevKey(ws)}, ws: ws,
+						args: []any{now, day, s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()}}
+					byWS[ws] = c
+					calls = append(calls, c)
+				}
+				c.args = eventArgs(c.args, e)
+				c.idx = append(c.idx, i)
+				continue
+			}
+			b := bucketOf(e.DeviceID)
+			c := byBucket[b]
+			if c == nil {
+				c = &call{script: pendScript, keys: []string{idxKey(b)}, args: []any{now, day}}
+				byBucket[b] = c
+				calls = append(calls, c)
+			}
+			c.args = append(eventArgs(c.args, e), staleWS[e.DeviceID])
+			c.idx = append(c.idx, i)
+		}
+		if err := s.exec(ctx, calls); err != nil {
+			return err
+		}
+		next := work[:0:0]
+		for _, c := range calls {
+			vals, err := c.cmd.Slice()
+			if err != nil || len(vals) != len(c.idx) {
+				return fmt.Errorf("redisstore: apply: bad script reply: %v", err)
+			}
+			for k, v := range vals {
+				i := c.idx[k]
+				d := events[i].DeviceID
+				switch v := v.(type) {
+				case string: // pendScript: the device is registered in v
+					s.cache.set(strings.Clone(d), strings.Clone(v))
+					next = append(next, i)
+				case int64:
+					if v == rNotHere {
+						s.cache.del(d)
+						if c.script == applyScript {
+							// Remember which workspace said no; if the index
+							// still names it, the event is kept instead.
+							if staleWS == nil {
+								staleWS = map[string]string{}
+							}
+							staleWS[d] = route[d]
+						}
+						next = append(next, i)
+						continue
+					}
+					results[i] = fleet.Result(v)
+					if c.script == applyScript && v == rAccepted && events[i].Type == fleet.EventDeviceDeleted {
+						deleted = append(deleted, [2]string{events[i].DeviceID, c.ws})
+					}
+				default:
+					return fmt.Errorf("redisstore: apply: unexpected reply %T", v)
+				}
+			}
+		}
+		work = next
+	}
+	if len(deleted) > 0 {
+		return s.unindex(ctx, deleted)
+	}
+	return nil
+}
+
+// resolve maps the devices of events[work] to their workspace ("" for
+// none), from the cache when useCache, else from the index.
+func (s *Store) resolve(ctx context.Context, events []fleet.Event, work []int, useCache bool) (map[string]string, error) {
+	route := make(map[string]string, len(work))
+	var missing []string
+	for _, i := range work {
+		d := events[i].DeviceID
+		if _, ok := route[d]; ok {
+			continue
+		}
+		if useCache {
+			if ws, ok := s.cache.get(d); ok {
+				route[d] = ws
+				continue
+			}
+		}
+		route[d] = ""
+		missing = append(missing, d)
+	}
+	if len(missing) == 0 {
+		return route, nil
+	}
+	ws, err := s.lookup(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	for k, d := range missing {
+		route[d] = ws[k]
+		if ws[k] != "" {
+			s.cache.set(strings.Clone(d), ws[k])
+		}
+	}
+	return route, nil
+}
+
+// lookup reads the index for devices in one round trip.
+func (s *Store) lookup(ctx context.Context, devices []string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, len(devices))
+	for k, d := range devices {
+		cmds[k] = pipe.HGet(ctx, idxKey(bucketOf(d)), d)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+		return nil, wrap("lookup", err)
+	}
+	out := make([]string, len(devices))
+	for k, c := range cmds {
+		out[k] = c.Val()
+	}
+	return out, nil
+}
+
+// unindex drops the index entries of deleted devices (step 2 of a delete),
+// only where they still name the workspace the device was deleted from.
+func (s *Store) unindex(ctx context.Context, deleted [][2]string) error {
+	byBucket := map[uint32]*call{}
+	var calls []*call
+	for _, dw := range deleted {
+		s.cache.del(dw[0])
+		b := bucketOf(dw[0])
+		c := byBucket[b]
+		if c == nil {
+			c = &call{script: unindexScript, keys: []string{idxKey(b)}}
+			byBucket[b] = c
+			calls = append(calls, c)
+		}
+		c.args = append(c.args, dw[0], dw[1])
+	}
+	return s.exec(ctx, calls)
+}
+
+// register applies a run of registrations, at most one per device.
+func (s *Store) register(ctx context.Context, events []fleet.Event, results []fleet.Result) error {
+	devices := make([]string, len(events))
+	for k := range events {
+		devices[k] = events[k].DeviceID
+	}
+	old, err := s.lookup(ctx, devices)
+	if err != nil {
+		return err
+	}
+	// Presence carried by devices that move between workspaces.
+	type carried struct{ on, ot string }
+	carry := make([]carried, len(events))
+	var moves []int
+	for k := range events {
+		if old[k] != "" && old[k] != events[k].WorkspaceID {
+			moves = append(moves, k)
+		}
+	}
+	if len(moves) > 0 {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		defer cancel()
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.StringCmd, len(moves))
+		for m, k := range moves {
+			cmds[m] = pipe.HGet(ctx, wsDevKey(old[k]), devices[k])
+		}
+		if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
+			return wrap("register: read moved devices", err)
+		}
+		for m, k := range moves {
+			var rec deviceRecord
+			if raw := cmds[m].Val(); raw != "" && json.Unmarshal([]byte(raw), &rec) == nil {
+				carry[k] = carried{on: strconv.Itoa(rec.On), ot: strconv.FormatInt(rec.OT, 10)}
+			}
+		}
+	}
+	now, day := s.clock()
+	byWS := map[string]*call{}
+	var calls []*call
+	for k := range events {
+		e := &events[k]
+		c := byWS[e.WorkspaceID]
+		if c == nil {
+			c = &call{script: registerScript, keys: []string{wsDevKey(e.WorkspaceID)}, args: []any{now, day}}
+			byWS[e.WorkspaceID] = c
+			calls = append(calls, c)
+		}
+		ot := carry[k].ot
+		if ot == "" {
+			ot = "0"
+		}
+		c.args = append(c.args, e.ID, e.TS, e.DeviceID, e.Name, e.OS, e.UserID, carry[k].on, ot)
+		c.idx = append(c.idx, k)
+	}
+	if err := s.exec(ctx, calls); err != nil {
+		return err
+	}
+	for _, c := range calls {
+		vals, err := c.cmd.Int64Slice()
+		if err != nil || len(vals) != len(c.idx) {
+			return fmt.Errorf("redisstore: register: bad script reply: %v", err)
+		}
+		for n, v := range vals {
+			results[c.idx[n]] = fleet.Result(v)
+		}
+	}
+
+	// Step 2: point the index at the new workspace and collect kept events.
+	byBucket := map[uint32]*call{}
+	calls = calls[:0]
+	for k := range events {
+		b := bucketOf(devices[k])
+		c := byBucket[b]
+		if c == nil {
+			c = &call{script: claimScript, keys: []string{idxKey(b)}}
+			byBucket[b] = c
+			calls = append(calls, c)
+		}
+		c.args = append(c.args, devices[k], events[k].WorkspaceID)
+		c.idx = append(c.idx, k)
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	wsSeen := map[string]bool{}
+	for k := range events {
+		if !wsSeen[events[k].WorkspaceID] {
+			wsSeen[events[k].WorkspaceID] = true
+			pipe.SAdd(wctx, keyWorkspaces, events[k].WorkspaceID)
+		}
+	}
+	if _, err := pipe.Exec(wctx); err != nil {
+		return wrap("register: workspaces", err)
+	}
+	if err := s.exec(ctx, calls); err != nil {
+		return err
+	}
+	var kept []fleet.Event
+	var keptFields [][3]string
+	for _, c := range calls {
+		vals, err := c.cmd.Slice()
+		if err != nil || len(vals) != len(c.idx) {
+			return fmt.Errorf("redisstore: register: bad claim reply: %v", err)
+		}
+		for n, v := range vals {
+			k := c.idx[n]
+			s.cache.set(strings.Clone(devices[k]), strings.Clone(events[k].WorkspaceID))
+			pairs, _ := v.([]any)
+			for p := 0; p+1 < len(pairs); p += 2 {
+				field, _ := pairs[p].(string)
+				val, _ := pairs[p+1].(string)
+				e, err := decodeKept(val)
+				if err != nil {
+					return fmt.Errorf("redisstore: register: kept event of %s: %w", devices[k], err)
+				}
+				kept = append(kept, e)
+				keptFields = append(keptFields, [3]string{devices[k], field, val})
+			}
+		}
+	}
+
+	// Step 3: evict moved devices from their old workspace.
+	if len(moves) > 0 {
+		byOld := map[string]*call{}
+		calls = calls[:0]
+		for _, k := range moves {
+			c := byOld[old[k]]
+			if c == nil {
+				c = &call{script: evictScript, keys: []string{wsDevKey(old[k])}}
+				byOld[old[k]] = c
+				calls = append(calls, c)
+			}
+			c.args = append(c.args, devices[k])
+		}
+		if err := s.exec(ctx, calls); err != nil {
+			return err
+		}
+	}
+
+	// Step 4: replay kept events, then drop them.
+	if len(kept) == 0 {
+		return nil
+	}
+	if err := s.applyEvents(ctx, kept, make([]fleet.Result, len(kept))); err != nil {
+		return err
+	}
+	byBucket = map[uint32]*call{}
+	calls = calls[:0]
+	for _, f := range keptFields {
+		b := bucketOf(f[0])
+		c := byBucket[b]
+		if c == nil {
+			c = &call{script: unpendScript, keys: []string{idxKey(b)}}
+			byBucket[b] = c
+			calls = append(calls, c)
+		}
+		c.args = append(c.args, f[0], f[1], f[2])
+	}
+	return s.exec(ctx, calls)
+}
+
+// decodeKept decodes an event kept by pendScript: a JSON array of the 7
+// fields of eventArgs. Numbers may come back as numbers or strings.
+func decodeKept(val string) (fleet.Event, error) {
+	var f []any
+	if err := json.Unmarshal([]byte(val), &f); err != nil || len(f) != 7 {
+		return fleet.Event{}, fmt.Errorf("malformed %q", val)
+	}
+	num := func(v any) int64 {
+		switch v := v.(type) {
+		case float64:
+			return int64(v)
+		case string:
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+		return 0
+	}
+	str := func(v any) string { s, _ := v.(string); return s }
+	e := fleet.Event{Type: fleet.EventType(num(f[0])), ID: str(f[1]), TS: num(f[2]), DeviceID: str(f[3]), SessionID: str(f[4]), DurationSec: num(f[6])}
+	switch e.Type {
+	case fleet.EventOnlineChanged:
+		e.Online = str(f[5]) == "1"
+	case fleet.EventSessionEnded:
+		e.Status = str(f[5])
+	}
+	return e, nil
+}
+
+// deviceRecord is the JSON stored per device in fl:{w:W}:dev.
+type deviceRecord struct {
+	Name       string `json:"n"`
+	OS         string `json:"o"`
+	User       string `json:"u"`
+	On         int    `json:"on"`
+	OT         int64  `json:"ot"`
+	LastSeen   int64  `json:"ls"`
+	RotatedAt  int64  `json:"rt"`
+	SecretHash string `json:"sh"`
+}
+
+func (r *deviceRecord) device(ws, id string) fleet.Device {
+	return fleet.Device{ID: id, WorkspaceID: ws, Name: r.Name, OS: r.OS, UserID: r.User, Online: r.On == 1,
+		LastSeen: time.UnixMilli(r.LastSeen).UTC()}
+}

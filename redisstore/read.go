@@ -1,0 +1,270 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/redis/go-redis/v9"
+)
+
+// Cursors are the base64url of the last item's sort key. They stay valid
+// while items are added or removed: a page starts strictly after the key.
+func encodeCursor(parts ...string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x00")))
+}
+
+func decodeCursor(c string, n int) ([]string, error) {
+	if c == "" {
+		return make([]string, n), nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	parts := strings.Split(string(b), "\x00")
+	if err != nil || len(parts) != n {
+		return nil, fleet.Errorf(fleet.EINVALID, "cursor is malformed: pass next_cursor of the previous page unchanged")
+	}
+	for _, p := range parts {
+		if !fleet.ValidID(p) && !validEmail(p) {
+			return nil, fleet.Errorf(fleet.EINVALID, "cursor is malformed: pass next_cursor of the previous page unchanged")
+		}
+	}
+	return parts, nil
+}
+
+// validEmail is a loose check used only to accept member cursors.
+func validEmail(s string) bool { return len(s) <= 254 && strings.Count(s, "@") == 1 }
+
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if b[j] >= 'A' && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+func (s *Store) eval(ctx context.Context, sc *redis.Script, keys []string, args ...any) (*redis.Cmd, error) {
+	c := &call{script: sc, keys: keys, args: args}
+	if err := s.exec(ctx, []*call{c}); err != nil {
+		return nil, err
+	}
+	return c.cmd, nil
+}
+
+// ListDevices implements fleet.Reader.
+func (s *Store) ListDevices(ctx context.Context, ws string, f fleet.DeviceFilter, cursor string, limit int) (fleet.Page[fleet.Device], error) {
+	var page fleet.Page[fleet.Device]
+	cur, err := decodeCursor(cursor, 1)
+	if err != nil {
+		return page, err
+	}
+	src, onf := "devs", ""
+	if f.Online != nil {
+		if *f.Online {
+			src = "on"
+		} else {
+			onf = "0"
+		}
+	}
+	cmd, err := s.eval(ctx, devicesScript, []string{wsDevKey(ws)}, src, cur[0], limit, onf, lowerASCII(f.OS))
+	if err != nil {
+		return page, err
+	}
+	vals, err := cmd.StringSlice()
+	if err != nil {
+		return page, fmt.Errorf("redisstore: list devices: %w", err)
+	}
+	for i := 0; i+1 < len(vals) && len(page.Items) < limit; i += 2 {
+		var rec deviceRecord
+		if err := json.Unmarshal([]byte(vals[i+1]), &rec); err != nil {
+			return page, fmt.Errorf("redisstore: list devices: record of %s: %w", vals[i], err)
+		}
+		page.Items = append(page.Items, rec.device(ws, vals[i]))
+	}
+	if len(vals)/2 > limit {
+		page.Next = encodeCursor(page.Items[len(page.Items)-1].ID)
+	}
+	return page, nil
+}
+
+// Device implements fleet.Reader.
+func (s *Store) Device(ctx context.Context, ws, id string) (fleet.Device, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	raw, err := s.rdb.HGet(ctx, wsDevKey(ws), id).Result()
+	if err == redis.Nil {
+		return fleet.Device{}, errDeviceNotFound(id)
+	} else if err != nil {
+		return fleet.Device{}, wrap("device", err)
+	}
+	return decodeDevice(ws, id, raw)
+}
+
+func errDeviceNotFound(id string) error {
+	return fleet.Errorf(fleet.ENOTFOUND, "device %q not found", id)
+}
+
+func decodeDevice(ws, id, raw string) (fleet.Device, error) {
+	var rec deviceRecord
+	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+		return fleet.Device{}, fmt.Errorf("redisstore: device %s: %w", id, err)
+	}
+	return rec.device(ws, id), nil
+}
+
+// UnbindDevice implements fleet.Reader.
+func (s *Store) UnbindDevice(ctx context.Context, ws, id string) (fleet.Device, error) {
+	cmd, err := s.eval(ctx, unbindScript, []string{wsDevKey(ws)}, id)
+	if err != nil {
+		return fleet.Device{}, err
+	}
+	raw, err := cmd.Text()
+	if err == redis.Nil {
+		return fleet.Device{}, errDeviceNotFound(id)
+	} else if err != nil {
+		return fleet.Device{}, fmt.Errorf("redisstore: unbind: %w", err)
+	}
+	return decodeDevice(ws, id, raw)
+}
+
+// RotateDeviceSecret implements fleet.Reader.
+func (s *Store) RotateDeviceSecret(ctx context.Context, ws, id string, secretHash []byte, at time.Time) error {
+	cmd, err := s.eval(ctx, rotateScript, []string{wsDevKey(ws)}, id, hex.EncodeToString(secretHash), at.UnixMilli())
+	if err != nil {
+		return err
+	}
+	if n, _ := cmd.Int(); n == 0 {
+		return errDeviceNotFound(id)
+	}
+	return nil
+}
+
+// ListSessions implements fleet.Reader.
+func (s *Store) ListSessions(ctx context.Context, ws string, f fleet.SessionFilter, cursor string, limit int) (fleet.Page[fleet.Session], error) {
+	var page fleet.Page[fleet.Session]
+	cur, err := decodeCursor(cursor, 2)
+	if err != nil {
+		return page, err
+	}
+	if cur[0] != "" {
+		if _, err := strconv.ParseInt(cur[0], 10, 64); err != nil {
+			return page, fleet.Errorf(fleet.EINVALID, "cursor is malformed: pass next_cursor of the previous page unchanged")
+		}
+	}
+	src := "hist"
+	if f.DeviceID != "" {
+		src = "hd:" + f.DeviceID
+	}
+	now, _ := s.clock()
+	cmd, err := s.eval(ctx, sessionsScript, []string{wsDevKey(ws)}, src, cur[0], cur[1], limit, f.Status, now, s.cfg.LiveSessionBound.Milliseconds())
+	if err != nil {
+		return page, err
+	}
+	vals, err := cmd.Slice()
+	if err != nil {
+		return page, fmt.Errorf("redisstore: list sessions: %w", err)
+	}
+	var lastAt string
+	for i := 0; i+4 < len(vals) && len(page.Items) < limit; i += 5 {
+		sid, _ := vals[i].(string)
+		at, _ := vals[i+1].(string)
+		st, _ := vals[i+2].(string)
+		du, _ := vals[i+3].(int64)
+		dev, _ := vals[i+4].(string)
+		atMs, _ := strconv.ParseInt(at, 10, 64)
+		page.Items = append(page.Items, fleet.Session{ID: sid, DeviceID: dev, Status: st, DurationSec: du, At: time.UnixMilli(atMs).UTC()})
+		lastAt = at
+	}
+	if len(vals)/5 > limit {
+		page.Next = encodeCursor(lastAt, page.Items[len(page.Items)-1].ID)
+	}
+	return page, nil
+}
+
+// Usage implements fleet.Reader.
+func (s *Store) Usage(ctx context.Context, ws string, from, to time.Time) (fleet.Usage, error) {
+	u := fleet.Usage{From: from, To: to}
+	now, _ := s.clock()
+	cmd, err := s.eval(ctx, usageScript, []string{wsDevKey(ws)}, from.UnixMilli(), to.UnixMilli(), now, s.cfg.LiveSessionBound.Milliseconds())
+	if err != nil {
+		return u, err
+	}
+	v, err := cmd.Int64Slice()
+	if err != nil || len(v) != 3 {
+		return u, fmt.Errorf("redisstore: usage: bad reply: %v", err)
+	}
+	u.SessionSeconds, u.ActiveDevices, u.Devices = v[0], v[1], v[2]
+	return u, nil
+}
+
+type memberRecord struct {
+	Role      string `json:"r"`
+	Status    string `json:"s"`
+	InvitedAt int64  `json:"i"`
+}
+
+// ListMembers implements fleet.Reader.
+func (s *Store) ListMembers(ctx context.Context, ws string, cursor string, limit int) (fleet.Page[fleet.Member], error) {
+	var page fleet.Page[fleet.Member]
+	cur, err := decodeCursor(cursor, 1)
+	if err != nil {
+		return page, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	min := "-"
+	if cur[0] != "" {
+		min = "(" + cur[0]
+	}
+	emails, err := s.rdb.ZRangeByLex(ctx, wsKey(ws, "memidx"), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(limit + 1)}).Result()
+	if err != nil {
+		return page, wrap("list members", err)
+	}
+	if len(emails) == 0 {
+		return page, nil
+	}
+	raws, err := s.rdb.HMGet(ctx, wsKey(ws, "mem"), emails...).Result()
+	if err != nil {
+		return page, wrap("list members", err)
+	}
+	for i, r := range raws {
+		raw, _ := r.(string)
+		var m memberRecord
+		if raw == "" || len(page.Items) == limit || json.Unmarshal([]byte(raw), &m) != nil {
+			continue
+		}
+		page.Items = append(page.Items, fleet.Member{Email: emails[i], Role: m.Role, Status: m.Status, InvitedAt: time.UnixMilli(m.InvitedAt).UTC()})
+	}
+	if len(emails) > limit && len(page.Items) > 0 {
+		page.Next = encodeCursor(page.Items[len(page.Items)-1].Email)
+	}
+	return page, nil
+}
+
+// AddMember implements fleet.Reader. Emails are stored lower-cased.
+func (s *Store) AddMember(ctx context.Context, ws string, m fleet.Member) error {
+	email := strings.ToLower(m.Email)
+	rec, _ := json.Marshal(memberRecord{Role: m.Role, Status: m.Status, InvitedAt: m.InvitedAt.UnixMilli()})
+	cmd, err := s.eval(ctx, addMemberScript, []string{wsDevKey(ws)}, email, string(rec))
+	if err != nil {
+		return err
+	}
+	if n, _ := cmd.Int(); n == 0 {
+		return fleet.Errorf(fleet.ECONFLICT, "%s is already a member of this workspace", email)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	return wrap("add member", s.rdb.SAdd(ctx, keyWorkspaces, ws).Err())
+}

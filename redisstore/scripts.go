@@ -1,0 +1,284 @@
+package redisstore
+
+import "github.com/redis/go-redis/v9"
+
+// Result codes returned by the scripts, per event.
+const (
+	rAccepted  = 0
+	rDuplicate = 1
+	rStale     = 2
+	rNotHere   = 9 // the device is not registered in that workspace
+)
+
+// Event type codes as the scripts see them (fleet.EventType values).
+//   2 online changed, 3 deleted, 4 session started, 5 session ended.
+
+// seenLua is shared by the event scripts. ARGV[2] is today's UTC day number
+// (arrival time): a delivery id is a duplicate if it was seen today or
+// yesterday, so the window is at least 24 h.
+const seenLua = `
+local P = string.sub(KEYS[1], 1, -4)
+local now = tonumber(ARGV[1])
+local day = tonumber(ARGV[2])
+local seenA = P .. 'seen:' .. day
+local seenB = P .. 'seen:' .. (day - 1)
+local seenAdded = false
+local function seen(id)
+  if id == '' then return false end
+  return redis.call('SISMEMBER', seenA, id) == 1 or redis.call('SISMEMBER', seenB, id) == 1
+end
+local function mark(id)
+  if id ~= '' then redis.call('SADD', seenA, id); seenAdded = true end
+end
+local function finish()
+  if seenAdded then redis.call('EXPIRE', seenA, 259200) end
+end
+`
+
+// applyScript applies events of registered devices in one workspace.
+// KEYS[1] = fl:{w:W}:dev. ARGV: now, day, liveBoundMs, retentionMs, then 7
+// fields per event: type, id, ts, device, session, x (online "1"/"0" or
+// status), duration (-1 when absent). Returns one code per event.
+var applyScript = redis.NewScript(seenLua + `
+local liveBound = tonumber(ARGV[3])
+local retention = tonumber(ARGV[4])
+local DEV = P .. 'dev'
+local out = {}
+local ended = false
+for i = 5, #ARGV, 7 do
+  local typ, id, ts, d = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]), ARGV[i+3]
+  local sid, x, dur = ARGV[i+4], ARGV[i+5], tonumber(ARGV[i+6])
+  local raw = redis.call('HGET', DEV, d)
+  local r = 0
+  if not raw then
+    r = 9
+  elseif seen(id) then
+    r = 1
+  else
+    local dev = cjson.decode(raw)
+    if typ == '2' then
+      if ts < (dev.ot or 0) then
+        r = 2
+      else
+        dev.ot = ts
+        if x == '1' then
+          dev.on = 1
+          redis.call('ZADD', P .. 'on', 0, d)
+        else
+          dev.on = 0
+          redis.call('ZREM', P .. 'on', d)
+        end
+      end
+    elseif typ == '4' then
+      local sraw = redis.call('HGET', P .. 'ss', sid)
+      if sraw then
+        local s = cjson.decode(sraw)
+        if s.en and not s.st then
+          s.st = ts
+          redis.call('HSET', P .. 'ss', sid, cjson.encode(s))
+          redis.call('ZADD', P .. 'hist', ts, sid)
+          redis.call('ZADD', P .. 'hd:' .. s.d, ts, sid)
+        else
+          r = 1
+        end
+      else
+        redis.call('HSET', P .. 'ss', sid, cjson.encode({d = d, st = ts}))
+        redis.call('ZADD', P .. 'hist', ts, sid)
+        redis.call('ZADD', P .. 'hd:' .. d, ts, sid)
+        if ts >= now - liveBound then redis.call('ZADD', P .. 'live', ts, sid) end
+      end
+    elseif typ == '5' then
+      local sraw = redis.call('HGET', P .. 'ss', sid)
+      local s = {d = d}
+      if sraw then s = cjson.decode(sraw) end
+      if s.en then
+        r = 1
+      else
+        if dur < 0 then
+          dur = 0
+          if s.st and ts > s.st then dur = math.floor((ts - s.st) / 1000) end
+        end
+        s.en = ts
+        s.du = dur
+        s.s = x
+        local at = s.st or (ts - dur * 1000)
+        redis.call('HSET', P .. 'ss', sid, cjson.encode(s))
+        redis.call('ZREM', P .. 'live', sid)
+        redis.call('ZADD', P .. 'hist', at, sid)
+        redis.call('ZADD', P .. 'hd:' .. s.d, at, sid)
+        redis.call('ZADD', P .. 'ends', ts, sid)
+        local eday = math.floor(ts / 86400000)
+        redis.call('HINCRBY', P .. 'secd', eday, dur)
+        local act = P .. 'act:' .. eday
+        if redis.call('SADD', act, s.d) == 1 then
+          redis.call('PEXPIREAT', act, (eday + 1) * 86400000 + retention)
+        end
+        redis.call('HINCRBY', P .. 'tot', 'sec', dur)
+        redis.call('HINCRBY', P .. 'tot', 'e:' .. x, 1)
+        ended = true
+      end
+    elseif typ == '3' then
+      redis.call('HDEL', DEV, d)
+      redis.call('ZREM', P .. 'devs', d)
+      redis.call('ZREM', P .. 'on', d)
+      dev = nil
+    end
+    if r == 0 or r == 2 then mark(id) end
+    if r == 0 and dev then
+      if ts > (dev.ls or 0) then dev.ls = ts end
+      redis.call('HSET', DEV, d, cjson.encode(dev))
+    end
+  end
+  out[#out + 1] = r
+end
+finish()
+redis.call('ZREMRANGEBYSCORE', P .. 'live', '-inf', '(' .. string.format('%d', now - liveBound))
+if ended then
+  local old = redis.call('ZRANGEBYSCORE', P .. 'hist', '-inf', '(' .. string.format('%d', now - retention), 'LIMIT', 0, 32)
+  for _, sid in ipairs(old) do
+    local sraw = redis.call('HGET', P .. 'ss', sid)
+    if sraw then redis.call('ZREM', P .. 'hd:' .. cjson.decode(sraw).d, sid) end
+    redis.call('HDEL', P .. 'ss', sid)
+    redis.call('ZREM', P .. 'hist', sid)
+    redis.call('ZREM', P .. 'ends', sid)
+    redis.call('ZREM', P .. 'live', sid)
+  end
+end
+return out
+`)
+
+// registerScript registers devices in one workspace. KEYS[1] = fl:{w:W}:dev.
+// ARGV: now, day, then 8 fields per event: id, ts, device, name, os, user,
+// carried online ("" when nothing is carried, else "0"/"1"), carried online
+// ts. A device moved from another workspace carries its presence; a new one
+// is offline. Returns one code per event.
+var registerScript = redis.NewScript(seenLua + `
+local DEV = P .. 'dev'
+local out = {}
+for i = 3, #ARGV, 8 do
+  local id, ts, d, name, os, user = ARGV[i], tonumber(ARGV[i+1]), ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+  local con, cot = ARGV[i+6], tonumber(ARGV[i+7])
+  local r = 0
+  if seen(id) then
+    r = 1
+  else
+    mark(id)
+    local raw = redis.call('HGET', DEV, d)
+    local dev
+    if raw then
+      dev = cjson.decode(raw)
+    else
+      dev = {on = 0, ot = 0, ls = 0}
+      redis.call('ZADD', P .. 'devs', 0, d)
+      if con ~= '' and cot >= dev.ot then
+        dev.ot = cot
+        dev.on = tonumber(con)
+        if cot > dev.ls then dev.ls = cot end
+        if dev.on == 1 then redis.call('ZADD', P .. 'on', 0, d) end
+      end
+    end
+    dev.n = name
+    dev.o = os
+    if user ~= '' then dev.u = user else dev.u = nil end
+    if ts > (dev.ls or 0) then dev.ls = ts end
+    redis.call('HSET', DEV, d, cjson.encode(dev))
+  end
+  out[#out + 1] = r
+end
+finish()
+return out
+`)
+
+// evictScript removes devices that moved away from one workspace.
+// KEYS[1] = fl:{w:W}:dev, ARGV: device ids.
+var evictScript = redis.NewScript(`
+local P = string.sub(KEYS[1], 1, -4)
+for _, d in ipairs(ARGV) do
+  redis.call('HDEL', KEYS[1], d)
+  redis.call('ZREM', P .. 'devs', d)
+  redis.call('ZREM', P .. 'on', d)
+end
+return #ARGV
+`)
+
+// claimScript points devices at their workspace and returns the events kept
+// for them while they were unregistered. KEYS[1] = fl:{d:B}:idx, ARGV: pairs
+// of device, workspace. Returns per device a list of field, value pairs.
+var claimScript = redis.NewScript(`
+local P = string.sub(KEYS[1], 1, -4)
+local out = {}
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1])
+  out[#out + 1] = redis.call('HGETALL', P .. 'pend:' .. ARGV[i])
+end
+return out
+`)
+
+// unindexScript drops index entries that still name the given workspace.
+// KEYS[1] = fl:{d:B}:idx, ARGV: pairs of device, workspace.
+var unindexScript = redis.NewScript(`
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i+1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+`)
+
+// unpendScript drops replayed kept events, only where they are unchanged.
+// KEYS[1] = fl:{d:B}:idx, ARGV: triples of device, field, value.
+var unpendScript = redis.NewScript(`
+local P = string.sub(KEYS[1], 1, -4)
+for i = 1, #ARGV, 3 do
+  local k = P .. 'pend:' .. ARGV[i]
+  if redis.call('HGET', k, ARGV[i+1]) == ARGV[i+2] then redis.call('HDEL', k, ARGV[i+1]) end
+end
+return 1
+`)
+
+// pendScript keeps events of devices that have no workspace yet.
+// KEYS[1] = fl:{d:B}:idx. ARGV: now, day, then 8 fields per event: the 7 of
+// applyScript plus the workspace that a stale index entry may still name
+// (from an interrupted delete; "" for none). Returns per event a code, or the
+// workspace id when the device turned out to be registered there.
+var pendScript = redis.NewScript(seenLua + `
+local out = {}
+for i = 3, #ARGV, 8 do
+  local typ, id, ts, d, sid = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]), ARGV[i+3], ARGV[i+4]
+  local stale = ARGV[i+7]
+  local ws = redis.call('HGET', KEYS[1], d)
+  if ws and ws ~= stale then
+    out[#out + 1] = ws
+  else
+    if ws then redis.call('HDEL', KEYS[1], d) end
+    local r = 0
+    if seen(id) then
+      r = 1
+    else
+      local pk = P .. 'pend:' .. d
+      local enc = cjson.encode({ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6]})
+      if typ == '3' then
+        redis.call('DEL', pk)
+      elseif typ == '2' then
+        local cur = redis.call('HGET', pk, 'o')
+        if cur and tonumber(cjson.decode(cur)[3]) > ts then
+          r = 2
+        else
+          redis.call('HSET', pk, 'o', enc)
+        end
+      elseif typ == '4' then
+        if redis.call('HSETNX', pk, 's:' .. sid .. ':b', enc) == 0 then r = 1 end
+      elseif typ == '5' then
+        if redis.call('HSETNX', pk, 's:' .. sid .. ':e', enc) == 0 then r = 1 end
+      end
+      if typ ~= '3' then redis.call('PEXPIRE', pk, 604800000) end
+      if r ~= 1 then mark(id) end
+    end
+    out[#out + 1] = r
+  end
+end
+finish()
+return out
+`)

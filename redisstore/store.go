@@ -1,0 +1,236 @@
+// Package redisstore keeps the fleet state in Redis (a single server or a
+// Redis Cluster). It is the only package that imports go-redis and the only
+// code that knows key names (keys.go) and Lua scripts (scripts.go).
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/redis/go-redis/v9"
+)
+
+// Config says how to reach Redis and how long state lives.
+type Config struct {
+	// URL is a redis:// or rediss:// URL; ignored when Cluster is set.
+	URL string
+	// Cluster lists host:port seeds of a Redis Cluster.
+	Cluster []string
+	// Timeout bounds every Redis call (dial, read, write).
+	Timeout time.Duration
+	// PoolSize is the connection pool size per node (0: go-redis default).
+	PoolSize int
+	// LiveSessionBound: a live session whose end has not arrived after this
+	// long stops counting as live and is listed as abandoned.
+	LiveSessionBound time.Duration
+	// Retention is how long session records and daily active-device sets
+	// are kept.
+	Retention time.Duration
+	// DeviceCacheSize bounds the in-process device → workspace cache.
+	DeviceCacheSize int
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultTimeout          = 800 * time.Millisecond
+	DefaultLiveSessionBound = 24 * time.Hour
+	DefaultRetention        = 62 * 24 * time.Hour
+	DefaultDeviceCacheSize  = 1 << 20
+)
+
+// Store is the Redis implementation of fleet.Ingester, fleet.Reader,
+// fleet.KeyStore and fleet.StatsReader. It is safe for concurrent use.
+type Store struct {
+	rdb     redis.UniversalClient
+	cfg     Config
+	cache   *wsCache
+	now     func() time.Time
+	loadMu  sync.Mutex
+	cluster bool
+}
+
+// Open connects to Redis and loads the scripts. It fails when Redis cannot
+// be reached within the timeout.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.LiveSessionBound <= 0 {
+		cfg.LiveSessionBound = DefaultLiveSessionBound
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.DeviceCacheSize <= 0 {
+		cfg.DeviceCacheSize = DefaultDeviceCacheSize
+	}
+	s := &Store{cfg: cfg, cache: newWSCache(cfg.DeviceCacheSize), now: time.Now}
+	if len(cfg.Cluster) > 0 {
+		s.cluster = true
+		s.rdb = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:                 cfg.Cluster,
+			DialTimeout:           cfg.Timeout,
+			ReadTimeout:           cfg.Timeout,
+			WriteTimeout:          cfg.Timeout,
+			PoolTimeout:           cfg.Timeout,
+			PoolSize:              cfg.PoolSize,
+			ContextTimeoutEnabled: true,
+			MaxRetries:            1,
+			MaxRedirects:          8,
+		})
+	} else {
+		opt, err := redis.ParseURL(cfg.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: parse url: %w", redactURLError(err))
+		}
+		opt.DialTimeout = cfg.Timeout
+		opt.ReadTimeout = cfg.Timeout
+		opt.WriteTimeout = cfg.Timeout
+		opt.PoolTimeout = cfg.Timeout
+		opt.ContextTimeoutEnabled = true
+		opt.MaxRetries = 1
+		if cfg.PoolSize > 0 {
+			opt.PoolSize = cfg.PoolSize
+		}
+		s.rdb = redis.NewClient(opt)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*cfg.Timeout)
+	defer cancel()
+	// Redis may be down at start: the daemon still starts (not ready, 503s)
+	// and loads the scripts on the first NOSCRIPT once Redis is back.
+	if err := s.loadScripts(ctx); err != nil && !isUnavailable(err) {
+		s.rdb.Close()
+		return nil, fmt.Errorf("redisstore: open: %w", err)
+	}
+	return s, nil
+}
+
+// redactURLError keeps a password in a malformed URL out of logs.
+func redactURLError(err error) error {
+	return errors.New(strings.SplitN(err.Error(), "://", 2)[0])
+}
+
+// Close closes the connections to Redis.
+func (s *Store) Close() error { return s.rdb.Close() }
+
+// Ping reports whether Redis answers (on every master of a cluster).
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return wrap("ping", cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		}))
+	}
+	return wrap("ping", s.rdb.Ping(ctx).Err())
+}
+
+// SetClock replaces the clock, for tests.
+func (s *Store) SetClock(now func() time.Time) { s.now = now }
+
+var allScripts = []*redis.Script{applyScript, registerScript, evictScript, claimScript, unindexScript, unpendScript, pendScript,
+	devicesScript, sessionsScript, usageScript, unbindScript, rotateScript, addMemberScript}
+
+// loadScripts loads every script on every master, so EVALSHA works in
+// pipelines. It runs again whenever Redis answers NOSCRIPT (after a restart).
+func (s *Store) loadScripts(ctx context.Context) error {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	load := func(ctx context.Context, c redis.Cmdable) error {
+		for _, sc := range allScripts {
+			if err := sc.Load(ctx, c).Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return load(ctx, c) })
+	}
+	return load(ctx, s.rdb)
+}
+
+// exec runs a pipeline of script calls, reloading scripts once when Redis
+// answers NOSCRIPT (a restarted or failed-over server has none) and rerunning
+// only those calls: a call that got NOSCRIPT did nothing.
+func (s *Store) exec(ctx context.Context, calls []*call) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		n := 0
+		for _, c := range calls {
+			if c.done {
+				continue
+			}
+			c.cmd = pipe.EvalSha(ctx, c.script.Hash(), c.keys, c.args...)
+			n++
+		}
+		if n == 0 {
+			return nil
+		}
+		_, err := pipe.Exec(ctx)
+		noscript := false
+		for _, c := range calls {
+			if c.done || c.cmd == nil {
+				continue
+			}
+			if e := c.cmd.Err(); e != nil && redis.HasErrorPrefix(e, "NOSCRIPT") {
+				noscript = true
+				continue
+			}
+			c.done = true
+		}
+		if !noscript || attempt > 0 {
+			return wrap("exec", err)
+		}
+		if err := s.loadScripts(ctx); err != nil {
+			return wrap("load scripts", err)
+		}
+	}
+}
+
+// call is one script invocation in a pipeline.
+type call struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+	done   bool
+	// what the caller needs to route the reply
+	idx []int
+	ws  string
+}
+
+// wrap turns a Redis error into a fleet error: anything that says the store
+// cannot be reached in time is EUNAVAILABLE; the rest is internal.
+func wrap(op string, err error) error {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return err
+	}
+	if isUnavailable(err) {
+		return fmt.Errorf("redisstore: %s: %w: %w", op, fleet.Errorf(fleet.EUNAVAILABLE, "the state store is unavailable, retry later"), err)
+	}
+	return fmt.Errorf("redisstore: %s: %w", op, err)
+}
+
+func isUnavailable(err error) bool {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) || errors.As(err, &ne) {
+		return true
+	}
+	msg := err.Error()
+	for _, p := range []string{"LOADING", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "BUSY", "NOSCRIPT", "connection", "EOF", "i/o timeout", "broken pipe", "reset by peer", "refused"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
