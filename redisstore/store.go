@@ -55,6 +55,16 @@ type Store struct {
 	cluster bool
 }
 
+func init() {
+	// go-redis logs dial failures on its own; fleetd reports outages through
+	// its answers (503), /readyz and its own logs instead.
+	redis.SetLogger(quietLogger{})
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
 // Open connects to Redis and loads the scripts. It fails when Redis cannot
 // be reached within the timeout.
 func Open(ctx context.Context, cfg Config) (*Store, error) {

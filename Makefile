@@ -1,0 +1,37 @@
+# fleetd — `make test` is the one test command (CI runs it via .ci/run).
+GO        ?= go
+STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PKGS      = ./...
+
+.PHONY: test deps fmt-check vet staticcheck unit run build bench soak clean
+
+test: deps fmt-check vet staticcheck unit
+
+# deps installs the real servers the integration tests talk to, when missing.
+deps:
+	@scripts/ensure-deps.sh
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+staticcheck:
+	$(STATICCHECK) $(PKGS)
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+build:
+	$(GO) build -o bin/fleetd ./cmd/fleetd
+
+run:
+	$(GO) run ./cmd/fleetd
+
+bench: deps build
+	@scripts/bench.sh
+
+clean:
+	rm -rf bin bench-out
