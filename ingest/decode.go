@@ -160,6 +160,7 @@ func (d *decoder) event(e *fleet.Event) error {
 	seen := 0
 	var typeName []byte
 	var typeSeen bool
+	var fieldErr error
 	d.ws()
 	if d.peek() == '}' {
 		d.pos++
@@ -192,84 +193,23 @@ func (d *decoder) event(e *fleet.Event) error {
 			if bit == fType {
 				typeSeen = false
 			}
+		} else if bit == 0 {
+			if err := d.skip(0); err != nil {
+				return err
+			}
 		} else {
-			switch bit {
-			case 0:
-				if err := d.skip(0); err != nil {
-					return err
+			// A wrong field is reported only once the type is known: an
+			// event of an unknown type is ignored whatever its fields.
+			if ferr := d.field(e, bit, &typeName); ferr != nil {
+				if _, isSyntax := ferr.(syntaxError); isSyntax {
+					return ferr.(syntaxError).err
 				}
-			case fType:
-				if d.peek() != '"' {
-					return d.fail("type must be a string")
+				if fieldErr == nil {
+					fieldErr = ferr
 				}
-				if typeName, err = d.str(); err != nil {
-					return err
-				}
+			}
+			if bit == fType {
 				typeSeen = true
-			case fOnline:
-				switch d.peek() {
-				case 't':
-					err = d.literal("true")
-					e.Online = true
-				case 'f':
-					err = d.literal("false")
-					e.Online = false
-				default:
-					err = d.fail("online must be true or false")
-				}
-				if err != nil {
-					return err
-				}
-			case fDuration:
-				v, ok, err := d.integer()
-				if err != nil {
-					return err
-				}
-				if !ok || v < 0 {
-					return d.fail("durationSec must be a non-negative integer of seconds")
-				}
-				e.DurationSec = v
-			case fTS:
-				if err := d.ts(e); err != nil {
-					return err
-				}
-			default:
-				if d.peek() != '"' {
-					return d.fail(fieldName(bit) + " must be a string")
-				}
-				b, err := d.str()
-				if err != nil {
-					return err
-				}
-				s := unsafe.String(unsafe.SliceData(b), len(b))
-				switch bit {
-				case fID, fDevice, fWorkspace, fUser, fSession:
-					if !fleet.ValidID(s) {
-						return d.fail(fieldName(bit) + " must be 1-128 characters of [A-Za-z0-9._:@-]")
-					}
-				default:
-					if utf8.RuneCountInString(s) > maxTextLen {
-						return d.fail(fieldName(bit) + " must be at most 256 characters")
-					}
-				}
-				switch bit {
-				case fID:
-					e.ID = s
-				case fDevice:
-					e.DeviceID = s
-				case fWorkspace:
-					e.WorkspaceID = s
-				case fUser:
-					e.UserID = s
-				case fSession:
-					e.SessionID = s
-				case fName:
-					e.Name = s
-				case fOS:
-					e.OS = s
-				case fStatus:
-					e.Status = s
-				}
 			}
 			seen |= bit
 		}
@@ -286,10 +226,16 @@ func (d *decoder) event(e *fleet.Event) error {
 	if !typeSeen {
 		return d.fail("type is required")
 	}
+	if typeName == nil {
+		return fieldErr // type was not a string
+	}
 	e.Type = fleet.ParseEventType(typeName)
 	if e.Type == fleet.EventUnknown {
 		*e = fleet.Event{Type: fleet.EventUnknown}
 		return nil
+	}
+	if fieldErr != nil {
+		return fieldErr
 	}
 	for _, f := range requiredOrder {
 		if required[e.Type]&f.bit != 0 && seen&f.bit == 0 {
@@ -298,6 +244,104 @@ func (d *decoder) event(e *fleet.Event) error {
 	}
 	if e.TS > d.nowMs+futureSkewMs {
 		return d.fail("ts is more than 1 hour in the future")
+	}
+	return nil
+}
+
+// syntaxError is malformed JSON: the body cannot be read on, whatever
+// the event's type.
+type syntaxError struct{ err error }
+
+func (e syntaxError) Error() string { return e.err.Error() }
+
+// field decodes the value of a known field into e. A value of the wrong
+// kind is skipped and returned as a plain error; malformed JSON is returned
+// as a syntaxError.
+func (d *decoder) field(e *fleet.Event, bit int, typeName *[]byte) error {
+	wrong := func(msg string) error {
+		if err := d.skip(0); err != nil {
+			return syntaxError{err}
+		}
+		return d.fail(msg)
+	}
+	syn := func(err error) error {
+		if err != nil {
+			return syntaxError{err}
+		}
+		return nil
+	}
+	switch bit {
+	case fType:
+		if d.peek() != '"' {
+			return wrong("type must be a string")
+		}
+		b, err := d.str()
+		*typeName = b
+		return syn(err)
+	case fOnline:
+		switch d.peek() {
+		case 't':
+			e.Online = true
+			return syn(d.literal("true"))
+		case 'f':
+			e.Online = false
+			return syn(d.literal("false"))
+		}
+		return wrong("online must be true or false")
+	case fDuration:
+		if c := d.peek(); c != '-' && (c < '0' || c > '9') {
+			return wrong("durationSec must be a non-negative integer of seconds")
+		}
+		v, ok, err := d.integer()
+		if err != nil {
+			return syntaxError{err}
+		}
+		if !ok || v < 0 {
+			return d.fail("durationSec must be a non-negative integer of seconds")
+		}
+		e.DurationSec = v
+		return nil
+	case fTS:
+		if c := d.peek(); c != '"' && c != '-' && (c < '0' || c > '9') {
+			return wrong("ts must be an RFC 3339 time string or an integer of Unix milliseconds")
+		}
+		return d.ts(e)
+	}
+	if d.peek() != '"' {
+		return wrong(fieldName(bit) + " must be a string")
+	}
+	b, err := d.str()
+	if err != nil {
+		return syntaxError{err}
+	}
+	s := unsafe.String(unsafe.SliceData(b), len(b))
+	switch bit {
+	case fID, fDevice, fWorkspace, fUser, fSession:
+		if !fleet.ValidID(s) {
+			return d.fail(fieldName(bit) + " must be 1-128 characters of [A-Za-z0-9._:@-]")
+		}
+	default:
+		if utf8.RuneCountInString(s) > maxTextLen {
+			return d.fail(fieldName(bit) + " must be at most 256 characters")
+		}
+	}
+	switch bit {
+	case fID:
+		e.ID = s
+	case fDevice:
+		e.DeviceID = s
+	case fWorkspace:
+		e.WorkspaceID = s
+	case fUser:
+		e.UserID = s
+	case fSession:
+		e.SessionID = s
+	case fName:
+		e.Name = s
+	case fOS:
+		e.OS = s
+	case fStatus:
+		e.Status = s
 	}
 	return nil
 }
