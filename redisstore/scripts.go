@@ -82,14 +82,14 @@ for i = 5, #ARGV, 7 do
           r = 1
         end
       else
-        redis.call('HSET', P .. 'ss', sid, cjson.encode({d = d, st = ts}))
+        redis.call('HSET', P .. 'ss', sid, cjson.encode({d = d, st = ts, w = now}))
         redis.call('ZADD', P .. 'hist', ts, sid)
         redis.call('ZADD', P .. 'hd:' .. d, ts, sid)
         if ts >= now - liveBound then redis.call('ZADD', P .. 'live', ts, sid) end
       end
     elseif typ == '5' then
       local sraw = redis.call('HGET', P .. 'ss', sid)
-      local s = {d = d}
+      local s = {d = d, w = now}
       if sraw then s = cjson.decode(sraw) end
       if s.en then
         r = 1
@@ -101,6 +101,7 @@ for i = 5, #ARGV, 7 do
         s.en = ts
         s.du = dur
         s.s = x
+        s.w = now
         local at = s.st or (ts - dur * 1000)
         redis.call('HSET', P .. 'ss', sid, cjson.encode(s))
         redis.call('ZREM', P .. 'live', sid)
@@ -137,11 +138,16 @@ if ended then
   local old = redis.call('ZRANGEBYSCORE', P .. 'hist', '-inf', '(' .. string.format('%d', now - retention), 'LIMIT', 0, 32)
   for _, sid in ipairs(old) do
     local sraw = redis.call('HGET', P .. 'ss', sid)
-    if sraw then redis.call('ZREM', P .. 'hd:' .. cjson.decode(sraw).d, sid) end
-    redis.call('HDEL', P .. 'ss', sid)
-    redis.call('ZREM', P .. 'hist', sid)
-    redis.call('ZREM', P .. 'ends', sid)
-    redis.call('ZREM', P .. 'live', sid)
+    local s = sraw and cjson.decode(sraw) or {}
+    -- A record is what makes a redelivered session.ended a duplicate, so
+    -- it stays for 3 days after it was written, however old its ts.
+    if not (s.w and s.w > now - 259200000) then
+      if s.d then redis.call('ZREM', P .. 'hd:' .. s.d, sid) end
+      redis.call('HDEL', P .. 'ss', sid)
+      redis.call('ZREM', P .. 'hist', sid)
+      redis.call('ZREM', P .. 'ends', sid)
+      redis.call('ZREM', P .. 'live', sid)
+    end
   end
 end
 return out

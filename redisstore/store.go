@@ -244,3 +244,10 @@ func isUnavailable(err error) bool {
 	}
 	return false
 }
+
+// Raw runs one Redis command, for operations tooling and tests.
+func (s *Store) Raw(ctx context.Context, args ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	return wrap("raw", s.rdb.Do(ctx, args...).Err())
+}

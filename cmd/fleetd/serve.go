@@ -37,6 +37,7 @@ type serveConfig struct {
 	idleTimeout      time.Duration
 	concurrency      int
 	shutdownTimeout  time.Duration
+	shutdownGrace    time.Duration
 	keyCacheTTL      time.Duration
 	maxWorkspaces    int
 	logLevel         string
@@ -62,6 +63,7 @@ func serveFlags(stderr io.Writer) (*flagSet, *serveConfig) {
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection is kept")
 	fs.IntVar(&c.concurrency, "concurrency", 64*1024, "most connections served at once")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound of a graceful shutdown (finish requests, flush the queue)")
+	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", time.Second, "after SIGTERM, how long requests on kept-alive connections are answered 503 + Connection: close before idle connections are closed")
 	fs.DurationVar(&c.keyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a resolved API key is trusted; a revoked key is refused within this time")
 	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -161,11 +163,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{log},
 	}
-	ln, err := net.Listen("tcp", c.addr)
+	tcpln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		batcher.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
+	ln := newGateListener(tcpln)
 	log.Info("fleetd listening", "addr", ln.Addr().String(), "embedded_redis", embedded != nil, "cluster", len(c.redis.clusterAddrs()) > 0)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
@@ -177,9 +180,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	case <-ctx.Done():
 	}
 	log.Info("shutting down: finishing requests and flushing the ingest queue")
+	ln.StopAccepting()
 	srv.SetDraining()
+	// Requests on kept-alive connections get 503 + Connection: close for a
+	// grace period, so clients move on before their connections are cut.
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
+	select {
+	case <-time.After(c.shutdownGrace):
+	case <-sctx.Done():
+	}
 	if err := hs.ShutdownWithContext(sctx); err != nil {
 		log.Warn("shutdown: connections still open at the deadline", "err", err)
 	}
