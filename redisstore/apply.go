@@ -246,7 +246,7 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 		return err
 	}
 	// Presence carried by devices that move between workspaces.
-	type carried struct{ on, ot string }
+	type carried struct{ on, ot, ls string }
 	carry := make([]carried, len(events))
 	var moves []int
 	for k := range events {
@@ -266,9 +266,8 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 			return wrap("register: read moved devices", err)
 		}
 		for m, k := range moves {
-			var rec deviceRecord
-			if raw := cmds[m].Val(); raw != "" && json.Unmarshal([]byte(raw), &rec) == nil {
-				carry[k] = carried{on: strconv.Itoa(rec.On), ot: strconv.FormatInt(rec.OT, 10)}
+			if rec, err := parseDeviceRecord(cmds[m].Val()); err == nil {
+				carry[k] = carried{on: strconv.Itoa(rec.On), ot: strconv.FormatInt(rec.OT, 10), ls: strconv.FormatInt(rec.LastSeen, 10)}
 			}
 		}
 	}
@@ -283,11 +282,15 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 			byWS[e.WorkspaceID] = c
 			calls = append(calls, c)
 		}
-		ot := carry[k].ot
-		if ot == "" {
-			ot = "0"
+		cr := carry[k]
+		if cr.on == "" {
+			cr.ot, cr.ls = "0", "0"
 		}
-		c.args = append(c.args, e.ID, e.TS, e.DeviceID, e.Name, e.OS, e.UserID, carry[k].on, ot)
+		cold, err := json.Marshal(coldFields{Name: e.Name, OS: e.OS, User: e.UserID})
+		if err != nil {
+			return fmt.Errorf("redisstore: register: %w", err)
+		}
+		c.args = append(c.args, e.ID, e.TS, e.DeviceID, string(cold), cr.on, cr.ot, cr.ls)
 		c.idx = append(c.idx, k)
 	}
 	if err := s.exec(ctx, calls); err != nil {
@@ -425,16 +428,39 @@ func decodeKept(val string) (fleet.Event, error) {
 	return e, nil
 }
 
-// deviceRecord is the JSON stored per device in fl:{w:W}:dev.
+// deviceRecord is a device as stored in fl:{w:W}:dev (see codecLua):
+// "ON,OT,LS,RT;" followed by the JSON of the cold fields.
 type deviceRecord struct {
-	Name       string `json:"n"`
-	OS         string `json:"o"`
-	User       string `json:"u"`
-	On         int    `json:"on"`
-	OT         int64  `json:"ot"`
-	LastSeen   int64  `json:"ls"`
-	RotatedAt  int64  `json:"rt"`
-	SecretHash string `json:"sh"`
+	On        int
+	OT        int64
+	LastSeen  int64
+	RotatedAt int64
+	coldFields
+}
+
+// coldFields are the device fields that only registration and unbind
+// change; Go encodes them, the scripts carry them through untouched.
+type coldFields struct {
+	Name string `json:"n"`
+	OS   string `json:"o"`
+	User string `json:"u,omitempty"`
+}
+
+func parseDeviceRecord(raw string) (deviceRecord, error) {
+	var r deviceRecord
+	head, cold, ok := strings.Cut(raw, ";")
+	f := strings.Split(head, ",")
+	if !ok || len(f) != 4 {
+		return r, fmt.Errorf("malformed device record %q", raw)
+	}
+	r.On, _ = strconv.Atoi(f[0])
+	r.OT, _ = strconv.ParseInt(f[1], 10, 64)
+	r.LastSeen, _ = strconv.ParseInt(f[2], 10, 64)
+	r.RotatedAt, _ = strconv.ParseInt(f[3], 10, 64)
+	if err := json.Unmarshal([]byte(cold), &r.coldFields); err != nil {
+		return r, fmt.Errorf("malformed device record %q: %w", raw, err)
+	}
+	return r, nil
 }
 
 func (r *deviceRecord) device(ws, id string) fleet.Device {

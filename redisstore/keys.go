@@ -11,12 +11,13 @@ import (
 // apply atomically in one Lua script, and a script may only touch keys of one
 // slot, so every key that a device event changes carries its workspace's tag:
 //
-//	fl:{w:W}:dev          hash  device id → JSON record {n,o,u,on,ot,ls,rt,sh}
-//	                             (name, os, user, online, online ts ms,
-//	                             last seen ms, secret rotated ms, secret hash)
+//	fl:{w:W}:dev          hash  device id → "ON,OT,LS,RT;" + JSON {n,o,u}: online,
+//	                             online ts ms, last seen ms, secret rotated ms;
+//	                             name, os, user (codecLua in scripts.go)
+//	fl:{w:W}:sec          hash  device id → SHA-256 (hex) of its secret
 //	fl:{w:W}:devs         zset  device ids, score 0: lexicographic paging
 //	fl:{w:W}:on           zset  online device ids, score 0 (exact count: ZCARD)
-//	fl:{w:W}:ss           hash  session id → JSON {d,st,en,du,s}
+//	fl:{w:W}:ss           hash  session id → "DEVICE,START,END,DURATION,WRITTEN,STATUS"
 //	fl:{w:W}:hist         zset  session id by "at" ms (live and ended)
 //	fl:{w:W}:hd:D         zset  the same, for device D (device_id filter)
 //	fl:{w:W}:live         zset  live session id by start ms

@@ -87,9 +87,9 @@ func (s *Store) ListDevices(ctx context.Context, ws string, f fleet.DeviceFilter
 		return page, fmt.Errorf("redisstore: list devices: %w", err)
 	}
 	for i := 0; i+1 < len(vals) && len(page.Items) < limit; i += 2 {
-		var rec deviceRecord
-		if err := json.Unmarshal([]byte(vals[i+1]), &rec); err != nil {
-			return page, fmt.Errorf("redisstore: list devices: record of %s: %w", vals[i], err)
+		rec, err := parseDeviceRecord(vals[i+1])
+		if err != nil {
+			return page, fmt.Errorf("redisstore: list devices: %w", err)
 		}
 		page.Items = append(page.Items, rec.device(ws, vals[i]))
 	}
@@ -117,8 +117,8 @@ func errDeviceNotFound(id string) error {
 }
 
 func decodeDevice(ws, id, raw string) (fleet.Device, error) {
-	var rec deviceRecord
-	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+	rec, err := parseDeviceRecord(raw)
+	if err != nil {
 		return fleet.Device{}, fmt.Errorf("redisstore: device %s: %w", id, err)
 	}
 	return rec.device(ws, id), nil

@@ -7,7 +7,7 @@ import "github.com/redis/go-redis/v9"
 // KEYS[1] = fl:{w:W}:dev. ARGV: source zset ("devs" or "on"), last id of the
 // previous page ("" for the first), limit, online filter ("", "0", "1"),
 // lower-case os filter ("" for none).
-var devicesScript = redis.NewScript(`
+var devicesScript = redis.NewScript(codecLua + `
 local P = string.sub(KEYS[1], 1, -4)
 local src = P .. ARGV[1]
 local limit, onf, osf = tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -25,9 +25,9 @@ while n <= limit do
     if raw then
       local ok = true
       if filtered then
-        local dev = cjson.decode(raw)
+        local dev = dget(raw)
         if onf == '0' and dev.on == 1 then ok = false end
-        if osf ~= '' and string.lower(dev.o or '') ~= osf then ok = false end
+        if ok and osf ~= '' and string.lower(cjson.decode(dev.cold).o or '') ~= osf then ok = false end
       end
       if ok then
         out[#out + 1] = d
@@ -47,7 +47,7 @@ return out
 // KEYS[1] = fl:{w:W}:dev. ARGV: source zset ("hist" or "hd:DEVICE"), score
 // and id of the previous page's last item ("" for the first page), limit,
 // status filter, now ms, live bound ms.
-var sessionsScript = redis.NewScript(`
+var sessionsScript = redis.NewScript(codecLua + `
 local P = string.sub(KEYS[1], 1, -4)
 local src = P .. ARGV[1]
 local cs, csid, limit, stf = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -64,7 +64,7 @@ while n <= limit do
     if not (csn and sc == csn and sid >= csid) then
       local raw = redis.call('HGET', P .. 'ss', sid)
       if raw then
-        local s = cjson.decode(raw)
+        local s = sget(raw)
         local st, du = s.s, s.du
         if not s.en then
           if s.st < now - bound then
@@ -95,7 +95,7 @@ return out
 // aggregates, the partial days at either end from the ended sessions
 // themselves. Returns seconds, active devices, registered devices.
 // KEYS[1] = fl:{w:W}:dev. ARGV: from ms, to ms, now ms, live bound ms.
-var usageScript = redis.NewScript(`
+var usageScript = redis.NewScript(codecLua + `
 local P = string.sub(KEYS[1], 1, -4)
 local from, to, now, bound = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local D = 86400000
@@ -107,7 +107,7 @@ local function scan(a, b)
   for _, sid in ipairs(sids) do
     local raw = redis.call('HGET', P .. 'ss', sid)
     if raw then
-      local s = cjson.decode(raw)
+      local s = sget(raw)
       secs = secs + s.du
       redis.call('SADD', tmp, s.d)
     end
@@ -137,7 +137,7 @@ if from <= now and now < to then
   local sids = redis.call('ZRANGEBYSCORE', P .. 'live', '(' .. string.format('%d', now - bound), '+inf')
   for _, sid in ipairs(sids) do
     local raw = redis.call('HGET', P .. 'ss', sid)
-    if raw then redis.call('SADD', tmp, cjson.decode(raw).d) end
+    if raw then redis.call('SADD', tmp, sget(raw).d) end
   end
 end
 local active = redis.call('SCARD', tmp)
@@ -147,31 +147,34 @@ return {secs, active, redis.call('ZCARD', P .. 'devs')}
 
 // unbindScript clears a device's user. KEYS[1] = fl:{w:W}:dev, ARGV[1] =
 // device. Returns the new record, or nil when the device is not there.
-var unbindScript = redis.NewScript(`
+var unbindScript = redis.NewScript(codecLua + `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return false end
-local dev = cjson.decode(raw)
-dev.u = nil
-raw = cjson.encode(dev)
+local dev = dget(raw)
+local cold = cjson.decode(dev.cold)
+cold.u = nil
+dev.cold = cjson.encode(cold)
+raw = dput(dev)
 redis.call('HSET', KEYS[1], ARGV[1], raw)
 return raw
 `)
 
-// rotateScript stores a device's new secret hash and takes it offline until
-// an online event newer than the rotation. KEYS[1] = fl:{w:W}:dev. ARGV:
-// device, secret hash (hex), rotation ms. Returns 1, or 0 when not there.
-var rotateScript = redis.NewScript(`
+// rotateScript stores a device's new secret hash (fl:{w:W}:sec) and takes
+// the device offline until an online event newer than the rotation.
+// KEYS[1] = fl:{w:W}:dev. ARGV: device, secret hash (hex), rotation ms.
+// Returns 1, or 0 when the device is not there.
+var rotateScript = redis.NewScript(codecLua + `
 local P = string.sub(KEYS[1], 1, -4)
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
-local dev = cjson.decode(raw)
+local dev = dget(raw)
 local rt = tonumber(ARGV[3])
-dev.sh = ARGV[2]
-dev.rt = rt
+dev.rt = ARGV[3]
 dev.on = 0
-if (dev.ot or 0) <= rt then dev.ot = rt + 1 end
+if dev.ot <= rt then dev.ot = rt + 1 end
 redis.call('ZREM', P .. 'on', ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(dev))
+redis.call('HSET', KEYS[1], ARGV[1], dput(dev))
+redis.call('HSET', P .. 'sec', ARGV[1], ARGV[2])
 return 1
 `)
 

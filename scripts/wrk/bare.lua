@@ -1,0 +1,9 @@
+-- The same request shape as single.lua, against the bare 204 server.
+local devices = tonumber(os.getenv("DEVICES") or "10000")
+local n = 0
+request = function()
+  n = n + 1
+  local d = math.random(0, devices - 1)
+  local body = string.format('{"type":"device.online.changed","qdDeviceId":"bd%d","online":%s}', d, (n % 2 == 0) and "true" or "false")
+  return wrk.format("POST", "/backend/webhook", {["x-webhook-secret"] = "x", ["content-type"] = "application/json"}, body)
+end
