@@ -5,6 +5,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -31,8 +32,11 @@ type Config struct {
 	// Ready reports whether the store answers (GET /readyz).
 	Ready func(ctx context.Context) error
 	Log   *slog.Logger
-	// WebhookSecrets are the accepted x-webhook-secret values.
+	// WebhookSecrets are the accepted x-webhook-secret values and, for
+	// entries starting with "whsec_", Standard Webhooks signing keys.
 	WebhookSecrets []string
+	// WebhookAuth is AuthSecret (the default), AuthSignature or AuthAny.
+	WebhookAuth string
 	// MaxBatch is the most events one webhook request may carry.
 	MaxBatch int
 	// IngestTimeout bounds a webhook request from decode to commit; past it
@@ -53,10 +57,28 @@ type Server struct {
 	draining atomic.Bool
 	handler  fasthttp.RequestHandler
 	keys     *keyCache
+	secrets  [][]byte // shared x-webhook-secret values
+	signing  [][]byte // Standard Webhooks signing keys
 }
 
-// New builds the server and its routes.
+// CheckConfig reports a configuration that New would refuse: a malformed
+// signing key, an unknown auth mode, a mode without the keys it needs.
+func CheckConfig(cfg Config) error {
+	_, err := newServer(cfg)
+	return err
+}
+
+// New builds the server and its routes. It panics on a configuration that
+// CheckConfig refuses; call that first with configuration from outside.
 func New(cfg Config) *Server {
+	s, err := newServer(cfg)
+	if err != nil {
+		panic("api: " + err.Error())
+	}
+	return s
+}
+
+func newServer(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -73,9 +95,30 @@ func New(cfg Config) *Server {
 		cfg.KeyCacheTTL = 2 * time.Second
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now}
+	secrets, signing, err := WebhookKeys(cfg.WebhookSecrets)
+	if err != nil {
+		return nil, err
+	}
+	for _, sec := range secrets {
+		s.secrets = append(s.secrets, []byte(sec))
+	}
+	s.signing = signing
+	switch cfg.WebhookAuth {
+	case "":
+		s.cfg.WebhookAuth = AuthSecret
+	case AuthSecret, AuthSignature, AuthAny:
+	default:
+		return nil, fmt.Errorf("webhook auth must be secret, signature or any, not %q", cfg.WebhookAuth)
+	}
+	if s.cfg.WebhookAuth != AuthSecret && len(signing) == 0 {
+		return nil, fmt.Errorf("webhook auth %q needs a whsec_ signing key in the secret list", s.cfg.WebhookAuth)
+	}
+	if s.cfg.WebhookAuth != AuthSignature && len(s.secrets) == 0 {
+		return nil, fmt.Errorf("webhook auth %q needs a shared secret (an entry without whsec_) in the secret list", s.cfg.WebhookAuth)
+	}
 	s.keys = newKeyCache(cfg.KeyCacheTTL)
 	s.handler = s.routes()
-	return s
+	return s, nil
 }
 
 // Handler returns the fasthttp handler of every route.

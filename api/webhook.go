@@ -26,14 +26,21 @@ func (s *Server) serveWebhook(ctx *fasthttp.RequestCtx) int {
 		ctx.SetConnectionClose()
 		return s.writeError(ctx, ingest.ErrClosed)
 	}
-	if !s.webhookAuthorized(ctx) {
-		return writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "missing or wrong x-webhook-secret")
+	deliveryID, msg := s.authenticateWebhook(ctx)
+	if msg != "" {
+		return writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", msg)
+	}
+	if deliveryID != "" && !fleet.ValidID(deliveryID) {
+		return writeErrorBody(ctx, fasthttp.StatusBadRequest, "invalid_request", "webhook-id must be 1-128 characters of [A-Za-z0-9._:@-]")
 	}
 	// The events outlive this handler when the commit times out (the
 	// batcher still holds them), and fasthttp reuses the body buffer, so
 	// decode from a copy that the events own.
 	body := append([]byte(nil), ctx.PostBody()...)
 	events, err := ingest.Decode(body, nil, s.now(), s.cfg.MaxBatch)
+	if err == nil && deliveryID != "" {
+		err = assignDeliveryIDs(events, deliveryID)
+	}
 	if err != nil {
 		if w := s.cfg.Webhook; w != nil {
 			for i := range events {
@@ -78,14 +85,55 @@ func (s *Server) serveWebhook(ctx *fasthttp.RequestCtx) int {
 	return fasthttp.StatusOK
 }
 
-// webhookAuthorized compares x-webhook-secret with every configured secret
-// in constant time (all of them are compared, so timing does not tell which
-// one matched or how much of it).
-func (s *Server) webhookAuthorized(ctx *fasthttp.RequestCtx) bool {
-	got := ctx.Request.Header.Peek("x-webhook-secret")
+// authenticateWebhook applies the configured mode and returns the
+// webhook-id of a verified signature (or ""), or the reason for a 401.
+func (s *Server) authenticateWebhook(ctx *fasthttp.RequestCtx) (deliveryID, reject string) {
+	h := &ctx.Request.Header
+	useSig := s.cfg.WebhookAuth == AuthSignature ||
+		s.cfg.WebhookAuth == AuthAny && len(h.Peek("webhook-signature")) > 0
+	if useSig {
+		id, err := verifySignature(h, ctx.PostBody(), s.signing, s.now())
+		if err != nil {
+			return "", err.Error()
+		}
+		return id, ""
+	}
+	if !s.secretMatches(h.Peek("x-webhook-secret")) {
+		if s.cfg.WebhookAuth == AuthAny {
+			return "", "missing or wrong x-webhook-secret or webhook-signature"
+		}
+		return "", "missing or wrong x-webhook-secret"
+	}
+	return "", ""
+}
+
+// secretMatches compares got with every configured secret in constant
+// time; all of them are compared, so timing tells neither which one
+// matched nor how much of it.
+func (s *Server) secretMatches(got []byte) bool {
 	ok := 0
-	for _, want := range s.cfg.WebhookSecrets {
-		ok |= subtle.ConstantTimeCompare(got, []byte(want))
+	for _, want := range s.secrets {
+		ok |= subtle.ConstantTimeCompare(got, want)
 	}
 	return ok == 1 && len(got) > 0
+}
+
+// assignDeliveryIDs gives events without an id the signed delivery id: the
+// webhook-id itself for a single event, "<webhook-id>:<i>" in a batch.
+func assignDeliveryIDs(events []fleet.Event, id string) error {
+	if len(events) == 1 {
+		if events[0].ID == "" {
+			events[0].ID = id
+		}
+		return nil
+	}
+	for i := range events {
+		if events[i].ID == "" {
+			events[i].ID = id + ":" + strconv.Itoa(i)
+			if !fleet.ValidID(events[i].ID) {
+				return fleet.Errorf(fleet.EINVALID, "event %d: webhook-id too long to derive the delivery id %q", i, events[i].ID)
+			}
+		}
+	}
+	return nil
 }

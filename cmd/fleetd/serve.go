@@ -24,6 +24,7 @@ type serveConfig struct {
 	addr             string
 	redis            redisFlags
 	webhookSecret    string
+	webhookAuth      string
 	maxBodyBytes     int
 	maxBatch         int
 	ingestTimeout    time.Duration
@@ -49,7 +50,8 @@ func serveFlags(stderr io.Writer) (*flagSet, *serveConfig) {
 	fs := newFlagSet("serve", usage+"\n\nfleetd serve: run the daemon.", stderr)
 	fs.StringVar(&c.addr, "addr", ":8080", "listen address of the webhook, REST API, /metrics, /healthz and /readyz")
 	c.redis.register(fs)
-	fs.StringVar(&c.webhookSecret, "webhook-secret", "", "comma-separated accepted x-webhook-secret values (several for rotation); required with Redis configured, generated and printed in embedded mode")
+	fs.StringVar(&c.webhookSecret, "webhook-secret", "", "comma-separated list: shared x-webhook-secret values and whsec_ Standard Webhooks signing keys, several of each for rotation; required with Redis configured, generated and printed in embedded mode")
+	fs.StringVar(&c.webhookAuth, "webhook-auth", api.AuthSecret, "webhook authentication: secret (x-webhook-secret), signature (Standard Webhooks v1 with the whsec_ keys of --webhook-secret) or any (either)")
 	fs.IntVar(&c.maxBodyBytes, "max-body-bytes", 1<<20, "largest accepted request body in bytes; larger → 413")
 	fs.IntVar(&c.maxBatch, "max-batch", 1000, "most events in one webhook request; more → 400")
 	fs.DurationVar(&c.ingestTimeout, "ingest-timeout", time.Second, "bound of a webhook request from decode to commit; past it → 503 with Retry-After")
@@ -144,11 +146,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		QueueEvents: c.queueEvents, MaxBatch: c.commitBatch, Workers: c.commitWorkers,
 		CommitTimeout: c.ingestTimeout, Observe: func(n int) { wm.BatchSize.Observe(float64(n)) },
 	})
-	srv := api.New(api.Config{
+	apiCfg := api.Config{
 		Reader: store, Keys: store, Ingest: batcher, Webhook: wm, API: am,
 		Metrics: metrics.Handler(reg), Ready: store.Ping, Log: log,
-		WebhookSecrets: secrets, MaxBatch: c.maxBatch, IngestTimeout: c.ingestTimeout, KeyCacheTTL: c.keyCacheTTL,
-	})
+		WebhookSecrets: secrets, WebhookAuth: c.webhookAuth, MaxBatch: c.maxBatch, IngestTimeout: c.ingestTimeout, KeyCacheTTL: c.keyCacheTTL,
+	}
+	if err := api.CheckConfig(apiCfg); err != nil {
+		batcher.Close()
+		return err
+	}
+	srv := api.New(apiCfg)
 	hs := &fasthttp.Server{
 		Handler:               srv.Handler(),
 		ErrorHandler:          api.ErrorHandler,
