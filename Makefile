@@ -3,9 +3,9 @@ GO        ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS      = ./...
 
-.PHONY: test deps fmt-check vet staticcheck unit run build bench soak clean
+.PHONY: test deps fmt-check vet staticcheck unit cluster run build bench soak clean
 
-test: deps fmt-check vet staticcheck unit
+test: deps fmt-check vet staticcheck unit cluster
 
 # deps installs the real servers the integration tests talk to, when missing.
 deps:
@@ -23,6 +23,12 @@ staticcheck:
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# cluster runs the store and end-to-end suites again on a real 3-master,
+# 3-replica Redis Cluster started by the tests.
+CLUSTER_PKGS = ./redisstore ./cmd/fleetd ./api
+cluster:
+	FLEETD_TEST_BACKEND=cluster $(GO) test -race -count=1 -timeout 20m $(CLUSTER_PKGS)
 
 build:
 	$(GO) build -o bin/fleetd ./cmd/fleetd

@@ -3,11 +3,14 @@ package redisstore
 import (
 	"context"
 	"fmt"
+	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // t0 is a fixed "now" for tests: 2026-06-28T07:30:00Z.
@@ -15,17 +18,80 @@ var t0 = time.Date(2026, 6, 28, 7, 30, 0, 0, time.UTC)
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
-// MustOpen starts a redis-server and opens a store on it with a fixed clock.
-func MustOpen(tb testing.TB) (*Store, *redistest.Server) {
+// backend is where a test's store lives: one redis-server, or a Redis
+// Cluster when FLEETD_TEST_BACKEND=cluster (make test runs both).
+type backend struct {
+	cfg Config
+	srv *redistest.Server // nil on a cluster
+}
+
+func newBackend(tb testing.TB) backend {
 	tb.Helper()
-	srv := redistest.Start(tb)
-	s, err := Open(context.Background(), Config{URL: srv.URL, Timeout: 2 * time.Second, Retention: 10 * 365 * 24 * time.Hour})
+	cfg := Config{Timeout: 2 * time.Second, Retention: 10 * 365 * 24 * time.Hour}
+	switch os.Getenv("FLEETD_TEST_BACKEND") {
+	case "cluster":
+		cfg.Cluster = redistest.StartCluster(tb).Addrs()
+		return backend{cfg: cfg}
+	case "", "single":
+		srv := redistest.Start(tb)
+		cfg.URL = srv.URL
+		return backend{cfg: cfg, srv: srv}
+	default:
+		tb.Fatalf("FLEETD_TEST_BACKEND must be single or cluster")
+		return backend{}
+	}
+}
+
+func (b backend) open(tb testing.TB) *Store {
+	tb.Helper()
+	s, err := Open(context.Background(), b.cfg)
 	if err != nil {
 		tb.Fatalf("open: %v", err)
 	}
 	s.SetClock(func() time.Time { return t0 })
 	tb.Cleanup(func() { s.Close() })
-	return s, srv
+	return s
+}
+
+// MustOpen starts a backend and opens a store on it with a fixed clock.
+func MustOpen(tb testing.TB) (*Store, backend) {
+	tb.Helper()
+	b := newBackend(tb)
+	return b.open(tb), b
+}
+
+// MustOpenSingle is MustOpen on one redis-server, for fault tests that
+// stop or restart it.
+func MustOpenSingle(tb testing.TB) (*Store, *redistest.Server) {
+	tb.Helper()
+	srv := redistest.Start(tb)
+	b := backend{cfg: Config{URL: srv.URL, Timeout: 2 * time.Second}, srv: srv}
+	return b.open(tb), srv
+}
+
+// keysMatching runs KEYS on every master.
+func keysMatching(tb testing.TB, s *Store, pattern string) []string {
+	tb.Helper()
+	var mu sync.Mutex
+	var out []string
+	each := func(ctx context.Context, c *redis.Client) error {
+		k, err := c.Keys(ctx, pattern).Result()
+		mu.Lock()
+		out = append(out, k...)
+		mu.Unlock()
+		return err
+	}
+	ctx := context.Background()
+	var err error
+	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, each)
+	} else {
+		err = each(ctx, s.rdb.(*redis.Client))
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }
 
 // apply applies events and returns their results, failing on error.
@@ -191,8 +257,7 @@ func TestEventsBeforeRegistrationApplyOnRegister(t *testing.T) {
 	if st := stats(t, s, "acme"); st.SessionSeconds != 240 {
 		t.Fatalf("replayed twice: %+v", st)
 	}
-	keys, _ := s.rdb.Keys(context.Background(), "fl:{d:*}:pend:*").Result()
-	if len(keys) != 0 {
+	if keys := keysMatching(t, s, "fl:{d:*}:pend:*"); len(keys) != 0 {
 		t.Fatalf("kept events left behind: %v", keys)
 	}
 }
@@ -277,13 +342,8 @@ func TestInterruptedDeleteHeals(t *testing.T) {
 // Another replica moving a device makes this replica's cache stale: the
 // event must still land in the new workspace.
 func TestStaleCacheFollowsMove(t *testing.T) {
-	s, srv := MustOpen(t)
-	other, err := Open(context.Background(), Config{URL: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	other.SetClock(s.now)
+	s, b := MustOpen(t)
+	other := b.open(t)
 	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)), online("d1", false, t0.Add(-time.Hour), "")) // s caches d1 → a
 	apply(t, other, reg("d1", "b", t0.Add(-time.Minute)))
 	apply(t, s, online("d1", true, t0, ""))
@@ -408,7 +468,7 @@ func TestListDevicesPaging(t *testing.T) {
 }
 
 func TestRedisDownIsUnavailable(t *testing.T) {
-	s, srv := MustOpen(t)
+	s, srv := MustOpenSingle(t)
 	srv.Stop()
 	res := make([]fleet.Result, 1)
 	start := time.Now()
@@ -422,7 +482,7 @@ func TestRedisDownIsUnavailable(t *testing.T) {
 }
 
 func TestScriptsReloadAfterRestart(t *testing.T) {
-	s, srv := MustOpen(t)
+	s, srv := MustOpenSingle(t)
 	apply(t, s, reg("d1", "a", t0))
 	srv.Restart(t) // no persistence: scripts and data are gone
 	wantResults(t, apply(t, s, reg("d2", "a", t0)), fleet.Accepted)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -156,6 +157,32 @@ func wantCounts(tb testing.TB, r reply, accepted, duplicate, stale, ignored int)
 	}
 }
 
+// testBackend starts the Redis of a test: one redis-server, or a real
+// Redis Cluster when FLEETD_TEST_BACKEND=cluster (make test runs both). It
+// returns the environment that points fleetd at it and a store on it.
+func testBackend(tb testing.TB, env map[string]string) (map[string]string, *redisstore.Store) {
+	tb.Helper()
+	cfg := redisstore.Config{}
+	switch os.Getenv("FLEETD_TEST_BACKEND") {
+	case "cluster":
+		c := redistest.StartCluster(tb)
+		env["FLEETD_REDIS_CLUSTER"] = c.Seeds()
+		cfg.Cluster = c.Addrs()
+	case "", "single":
+		srv := redistest.Start(tb)
+		env["FLEETD_REDIS_URL"] = srv.URL
+		cfg.URL = srv.URL
+	default:
+		tb.Fatal("FLEETD_TEST_BACKEND must be single or cluster")
+	}
+	s, err := redisstore.Open(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return env, s
+}
+
 func mustOpenStore(tb testing.TB, url string) *redisstore.Store {
 	tb.Helper()
 	s, err := redisstore.Open(context.Background(), redisstore.Config{URL: url})
@@ -181,9 +208,8 @@ func wsStats(tb testing.TB, s *redisstore.Store, ws string) fleet.WorkspaceStats
 }
 
 func TestWebhookEndToEnd(t *testing.T) {
-	srv := redistest.Start(t)
-	d := MustStart(t, map[string]string{"FLEETD_REDIS_URL": srv.URL, "FLEETD_WEBHOOK_SECRET": "old-secret," + testSecret})
-	store := mustOpenStore(t, srv.URL)
+	env, store := testBackend(t, map[string]string{"FLEETD_WEBHOOK_SECRET": "old-secret," + testSecret})
+	d := MustStart(t, env)
 
 	wantCounts(t, d.webhook(t, `[
 		{"type":"device.registered","qdDeviceId":"d1","workspaceId":"acme","name":"qz-win-105","os":"Windows","id":"r1"},
@@ -207,9 +233,8 @@ func TestWebhookEndToEnd(t *testing.T) {
 }
 
 func TestWebhookRejectsWholeRequest(t *testing.T) {
-	srv := redistest.Start(t)
-	d := MustStart(t, map[string]string{"FLEETD_REDIS_URL": srv.URL, "FLEETD_WEBHOOK_SECRET": testSecret})
-	store := mustOpenStore(t, srv.URL)
+	env, store := testBackend(t, map[string]string{"FLEETD_WEBHOOK_SECRET": testSecret})
+	d := MustStart(t, env)
 	r := d.webhook(t, `[{"type":"device.registered","qdDeviceId":"d1","workspaceId":"acme","name":"n","os":"L"},
 		{"type":"device.online.changed","qdDeviceId":"bad id","online":true}]`)
 	wantError(t, r, 400, "invalid_request")
@@ -223,8 +248,8 @@ func TestWebhookRejectsWholeRequest(t *testing.T) {
 }
 
 func TestWebhookErrors(t *testing.T) {
-	srv := redistest.Start(t)
-	d := MustStart(t, map[string]string{"FLEETD_REDIS_URL": srv.URL, "FLEETD_WEBHOOK_SECRET": testSecret}, "--max-body-bytes", "1024", "--max-batch", "3")
+	env, _ := testBackend(t, map[string]string{"FLEETD_WEBHOOK_SECRET": testSecret})
+	d := MustStart(t, env, "--max-body-bytes", "1024", "--max-batch", "3")
 	ok := `{"type":"device.deleted","qdDeviceId":"d1"}`
 	for name, tc := range map[string]struct {
 		method, path, body string
@@ -415,13 +440,8 @@ func TestHelpListsEveryFlagWithItsEnv(t *testing.T) {
 }
 
 func TestKeysCLI(t *testing.T) {
-	srv := redistest.Start(t)
-	env := func(k string) string {
-		if k == "FLEETD_REDIS_URL" {
-			return srv.URL
-		}
-		return ""
-	}
+	envm, _ := testBackend(t, map[string]string{})
+	env := func(k string) string { return envm[k] }
 	ctx := context.Background()
 	var stdout, stderr bytes.Buffer
 	if err := run(ctx, []string{"keys", "create", "--workspace", "acme", "--name", "ci", "--read-only"}, env, &stdout, &stderr); err != nil {
