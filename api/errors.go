@@ -47,8 +47,13 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) int {
 // writeErrorBody writes {"error","status","message"} with the given status;
 // 429 and 503 carry Retry-After.
 func writeErrorBody(ctx *fasthttp.RequestCtx, status int, name, msg string) int {
+	return writeErrorBodyRetry(ctx, status, name, msg, retryAfterSeconds)
+}
+
+// writeErrorBodyRetry is writeErrorBody with the Retry-After of a 429/503.
+func writeErrorBodyRetry(ctx *fasthttp.RequestCtx, status int, name, msg string, retryAfter int) int {
 	if status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable {
-		ctx.Response.Header.Set("Retry-After", strconv.Itoa(retryAfterSeconds))
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(retryAfter))
 	}
 	m, _ := json.Marshal(msg)
 	ctx.SetStatusCode(status)

@@ -47,6 +47,14 @@ type Config struct {
 	KeyCacheTTL time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// AuthFailBurst failed authentications are allowed per client before
+	// it gets 429; one more is forgiven every AuthFailRefill. Zero burst
+	// disables the throttle.
+	AuthFailBurst  int
+	AuthFailRefill time.Duration
+	// ClientIPHeader, when set (e.g. X-Forwarded-For behind a trusted load
+	// balancer), names the header whose first address identifies a client.
+	ClientIPHeader string
 }
 
 // Server is the HTTP handler of fleetd. Safe for concurrent use.
@@ -57,8 +65,9 @@ type Server struct {
 	draining atomic.Bool
 	handler  fasthttp.RequestHandler
 	keys     *keyCache
-	secrets  [][]byte // shared x-webhook-secret values
-	signing  [][]byte // Standard Webhooks signing keys
+	throttle *authThrottle // nil: disabled
+	secrets  [][]byte      // shared x-webhook-secret values
+	signing  [][]byte      // Standard Webhooks signing keys
 }
 
 // CheckConfig reports a configuration that New would refuse: a malformed
@@ -115,6 +124,12 @@ func newServer(cfg Config) (*Server, error) {
 	}
 	if s.cfg.WebhookAuth != AuthSignature && len(s.secrets) == 0 {
 		return nil, fmt.Errorf("webhook auth %q needs a shared secret (an entry without whsec_) in the secret list", s.cfg.WebhookAuth)
+	}
+	if cfg.AuthFailBurst > 0 {
+		if cfg.AuthFailRefill <= 0 {
+			cfg.AuthFailRefill = time.Second
+		}
+		s.throttle = newAuthThrottle(cfg.AuthFailBurst, cfg.AuthFailRefill, cfg.Now)
 	}
 	s.keys = newKeyCache(cfg.KeyCacheTTL)
 	s.handler = s.routes()

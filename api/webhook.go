@@ -28,6 +28,11 @@ func (s *Server) serveWebhook(ctx *fasthttp.RequestCtx) int {
 	}
 	deliveryID, msg := s.authenticateWebhook(ctx)
 	if msg != "" {
+		src := s.source(ctx)
+		if code, ok := s.throttled(ctx, src); ok {
+			return code
+		}
+		s.throttle.Fail(src)
 		return writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", msg)
 	}
 	if deliveryID != "" && !fleet.ValidID(deliveryID) {

@@ -40,6 +40,9 @@ type serveConfig struct {
 	shutdownTimeout  time.Duration
 	shutdownGrace    time.Duration
 	keyCacheTTL      time.Duration
+	authFailBurst    int
+	authFailRefill   time.Duration
+	clientIPHeader   string
 	maxWorkspaces    int
 	logLevel         string
 	logFormat        string
@@ -67,6 +70,9 @@ func serveFlags(stderr io.Writer) (*flagSet, *serveConfig) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound of a graceful shutdown (finish requests, flush the queue)")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", time.Second, "after SIGTERM, how long requests on kept-alive connections are answered 503 + Connection: close before idle connections are closed")
 	fs.DurationVar(&c.keyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a resolved API key is trusted; a revoked key is refused within this time")
+	fs.IntVar(&c.authFailBurst, "auth-fail-burst", 20, "failed authentications (bad API key or webhook secret) allowed per client before 429; 0 disables the throttle")
+	fs.DurationVar(&c.authFailRefill, "auth-fail-refill", time.Second, "one failed authentication is forgiven per client every this long")
+	fs.StringVar(&c.clientIPHeader, "client-ip-header", "", "header whose first address identifies the client (e.g. X-Forwarded-For), only behind a proxy that sets it; default: the connection's address")
 	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -150,6 +156,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Reader: store, Keys: store, Ingest: batcher, Webhook: wm, API: am,
 		Metrics: metrics.Handler(reg), Ready: store.Ping, Log: log,
 		WebhookSecrets: secrets, WebhookAuth: c.webhookAuth, MaxBatch: c.maxBatch, IngestTimeout: c.ingestTimeout, KeyCacheTTL: c.keyCacheTTL,
+		AuthFailBurst: c.authFailBurst, AuthFailRefill: c.authFailRefill, ClientIPHeader: c.clientIPHeader,
 	}
 	if err := api.CheckConfig(apiCfg); err != nil {
 		batcher.Close()
