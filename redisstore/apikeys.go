@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fleetd/fleetd/fleet"
@@ -167,11 +168,11 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 			n, _ := strconv.ParseInt(v, 10, 64)
 			if f == "sec" {
 				st.SessionSeconds = n
-			} else if len(f) > 2 && f[:2] == "e:" {
+			} else if status, ok := strings.CutPrefix(f, "e:"); ok {
 				if st.Ended == nil {
 					st.Ended = map[string]int64{}
 				}
-				st.Ended[f[2:]] = n
+				st.Ended[status] = n
 			}
 		}
 		out[i] = st

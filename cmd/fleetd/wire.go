@@ -9,12 +9,14 @@ import (
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/loadtest"
+	"github.com/fleetd/fleetd/metrics"
 	"github.com/fleetd/fleetd/redisstore"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // registerFleetCollector adds the scrape-time fleet collector.
 func registerFleetCollector(reg *prometheus.Registry, r fleet.StatsReader, maxWorkspaces int, log *slog.Logger) {
+	reg.MustRegister(metrics.NewFleetCollector(r, maxWorkspaces, log))
 }
 
 // loadtestCmd runs the load test. Its verifier needs an API key per

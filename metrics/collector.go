@@ -1,0 +1,278 @@
+package metrics
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// CollectTimeout bounds one read of the fleet state at scrape time. It stays
+// below the 5 s scrape timeout of the shipped Prometheus configuration (and
+// Prometheus' default of 10 s), so a slow store shows up as
+// fleetd_fleet_collect_success 0 in a scrape that still arrives, rather than
+// as a failed scrape that also loses the daemon's own metrics.
+const CollectTimeout = 4 * time.Second
+
+// OverflowWorkspace is the workspace label value of the series that sums
+// every workspace beyond the cardinality cap of a FleetCollector.
+const OverflowWorkspace = "_overflow"
+
+// OtherStatus is the status label value that counts ended sessions whose
+// status is none of success, failed, timeout, cancelled and error.
+const OtherStatus = "other"
+
+// numStatuses counts the status label values: the five known ones plus
+// OtherStatus.
+const numStatuses = 6
+
+// statusLabels are the status label values by index. "success" comes first
+// because every workspace exports it, zero included; OtherStatus is last.
+var statusLabels = [numStatuses]string{"success", "failed", "timeout", "cancelled", "error", OtherStatus}
+
+const statusOther = numStatuses - 1
+
+// statusIndex folds a free-text status into its label index.
+func statusIndex(s string) int {
+	switch s {
+	case "success":
+		return 0
+	case "failed":
+		return 1
+	case "timeout":
+		return 2
+	case "cancelled":
+		return 3
+	case "error":
+		return 4
+	}
+	return statusOther
+}
+
+// failureLogEvery is how often a persisting collection failure is logged
+// again: every scrape (each few seconds) would flood the log.
+const failureLogEvery = time.Minute
+
+// FleetCollector is a prometheus.Collector that reads the fleet state of every
+// known workspace from a fleet.StatsReader at scrape time, so that any number
+// of fleetd replicas report the same truth, and exports it as const metrics.
+// It never mirrors store state into gauges. It is safe for concurrent use;
+// concurrent scrapes each read the store.
+//
+// Exported per workspace, zeros included: fleet_devices, fleet_devices_online,
+// fleet_sessions_live (gauges), fleet_session_seconds_total and
+// fleet_sessions_ended_total{status} (counters). About itself:
+// fleetd_fleet_collect_duration_seconds, fleetd_fleet_collect_success,
+// fleetd_fleet_workspaces and fleetd_fleet_workspaces_overflow (gauges).
+//
+// Cardinality is bounded on both labels:
+//
+//   - workspace: at most maxWorkspaces workspaces get series of their own, the
+//     first ones by id in byte order (a deterministic choice that needs no
+//     state, so every replica picks the same set). All the others are summed
+//     into one series per metric with workspace="_overflow", so sum() over
+//     workspaces stays exact however many there are. A workspace that is
+//     literally named "_overflow" always goes into that sum, so it cannot
+//     collide with it. The cap is a safety valve, not a way of running: once
+//     it is reached, a new workspace that sorts before the cut pushes the last
+//     named one into the overflow sum, whose counters then jump by that
+//     workspace's totals (increase() over _overflow shows a one-off spike).
+//     fleetd_fleet_workspaces_overflow counts the workspaces summed: when it
+//     is above zero, raise --metrics-max-workspaces.
+//   - status: the status of session.ended is free text from the sender, so
+//     only success, failed, timeout, cancelled and error keep their value;
+//     anything else (including case variants such as "Success") is counted as
+//     status="other". Every workspace exports status="success" (0 when none)
+//     plus every status label it has seen.
+//
+// When the store cannot be read within CollectTimeout the collector logs a
+// warning (repeated at most once a minute while the failure lasts) and
+// exports only fleetd_fleet_collect_success 0 and the duration: no fleet
+// series at all, rather than zeros that would read as an empty fleet.
+type FleetCollector struct {
+	r       fleet.StatsReader
+	max     int
+	log     *slog.Logger
+	timeout time.Duration
+
+	devices, online, live, seconds, ended          *prometheus.Desc
+	duration, success, workspaces, overflowedCount *prometheus.Desc
+
+	mu        sync.Mutex
+	failures  int       // consecutive failed collections
+	lastWarn  time.Time // when the last failure was logged
+	warnEvery time.Duration
+}
+
+// NewFleetCollector returns a collector of the fleet state read from r. At
+// most maxWorkspaces workspaces get series of their own (see FleetCollector);
+// 0 sums every workspace into workspace="_overflow" and a negative value
+// lifts the cap. log receives collection failures; nil means slog.Default().
+// The collector still has to be registered, e.g. reg.MustRegister(c).
+func NewFleetCollector(r fleet.StatsReader, maxWorkspaces int, log *slog.Logger) *FleetCollector {
+	if log == nil {
+		log = slog.Default()
+	}
+	ws := []string{"workspace"}
+	return &FleetCollector{
+		r: r, max: maxWorkspaces, log: log, timeout: CollectTimeout, warnEvery: failureLogEvery,
+		devices: prometheus.NewDesc("fleet_devices",
+			"Registered devices of the workspace.", ws, nil),
+		online: prometheus.NewDesc("fleet_devices_online",
+			"Registered devices of the workspace that are online.", ws, nil),
+		live: prometheus.NewDesc("fleet_sessions_live",
+			"Live remote sessions of the workspace: started, not ended, and younger than the live-session bound.", ws, nil),
+		seconds: prometheus.NewDesc("fleet_session_seconds_total",
+			"Seconds of ended remote sessions of the workspace.", ws, nil),
+		ended: prometheus.NewDesc("fleet_sessions_ended_total",
+			"Ended remote sessions of the workspace by status (success, failed, timeout, cancelled, error; any other status is other).",
+			[]string{"workspace", "status"}, nil),
+		duration: prometheus.NewDesc("fleetd_fleet_collect_duration_seconds",
+			"How long the last read of the fleet state took.", nil, nil),
+		success: prometheus.NewDesc("fleetd_fleet_collect_success",
+			"Whether the last read of the fleet state succeeded (1) or failed (0).", nil, nil),
+		workspaces: prometheus.NewDesc("fleetd_fleet_workspaces",
+			"Known workspaces, including those summed into workspace=\"_overflow\".", nil, nil),
+		overflowedCount: prometheus.NewDesc("fleetd_fleet_workspaces_overflow",
+			"Workspaces summed into workspace=\"_overflow\" because of the --metrics-max-workspaces cap.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.devices, c.online, c.live, c.seconds, c.ended,
+		c.duration, c.success, c.workspaces, c.overflowedCount} {
+		ch <- d
+	}
+}
+
+// totals is the fleet state of one workspace, or of the overflow sum, with
+// statuses already folded.
+type totals struct {
+	devices, online, live, seconds int64
+	ended                          [numStatuses]int64
+}
+
+func (t *totals) add(s *fleet.WorkspaceStats) {
+	t.devices += s.Devices
+	t.online += s.Online
+	t.live += s.LiveSessions
+	t.seconds += s.SessionSeconds
+	for st, n := range s.Ended {
+		t.ended[statusIndex(st)] += n
+	}
+}
+
+func (t *totals) merge(o *totals) {
+	t.devices += o.devices
+	t.online += o.online
+	t.live += o.live
+	t.seconds += o.seconds
+	for i, n := range o.ended {
+		t.ended[i] += n
+	}
+}
+
+// Collect implements prometheus.Collector. It reads the store once.
+func (c *FleetCollector) Collect(ch chan<- prometheus.Metric) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	stats, err := c.r.Stats(ctx)
+	cancel()
+	if err != nil {
+		c.failed(err)
+		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0)
+		ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds())
+		return
+	}
+	c.succeeded()
+	known, overflowed := c.emit(ch, stats)
+	ch <- prometheus.MustNewConstMetric(c.workspaces, prometheus.GaugeValue, float64(known))
+	ch <- prometheus.MustNewConstMetric(c.overflowedCount, prometheus.GaugeValue, float64(overflowed))
+	ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds())
+}
+
+// emit sends the fleet series of stats and returns how many distinct
+// workspaces there were and how many of them went into the overflow sum.
+func (c *FleetCollector) emit(ch chan<- prometheus.Metric, stats []fleet.WorkspaceStats) (known, overflowed int) {
+	// Sort pointers, not the reader's slice: it may be shared.
+	ps := make([]*fleet.WorkspaceStats, len(stats))
+	for i := range stats {
+		ps[i] = &stats[i]
+	}
+	slices.SortFunc(ps, func(a, b *fleet.WorkspaceStats) int { return cmp.Compare(a.Workspace, b.Workspace) })
+
+	var over totals
+	named := 0
+	for i := 0; i < len(ps); {
+		// A reader should not repeat a workspace, but two series with the
+		// same labels would fail the whole scrape, so repeats are summed.
+		name := ps[i].Workspace
+		var t totals
+		for ; i < len(ps) && ps[i].Workspace == name; i++ {
+			t.add(ps[i])
+		}
+		known++
+		// Label values must be valid UTF-8 (MustNewConstMetric panics
+		// otherwise); ids are validated upstream, this is a last guard.
+		if name == OverflowWorkspace || !utf8.ValidString(name) || (c.max >= 0 && named >= c.max) {
+			over.merge(&t)
+			overflowed++
+			continue
+		}
+		named++
+		c.emitWorkspace(ch, name, &t)
+	}
+	if overflowed > 0 {
+		c.emitWorkspace(ch, OverflowWorkspace, &over)
+	}
+	return known, overflowed
+}
+
+func (c *FleetCollector) emitWorkspace(ch chan<- prometheus.Metric, ws string, t *totals) {
+	ch <- prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(t.devices), ws)
+	ch <- prometheus.MustNewConstMetric(c.online, prometheus.GaugeValue, float64(t.online), ws)
+	ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(t.live), ws)
+	ch <- prometheus.MustNewConstMetric(c.seconds, prometheus.CounterValue, float64(t.seconds), ws)
+	for i, n := range t.ended {
+		if i == 0 || n != 0 {
+			ch <- prometheus.MustNewConstMetric(c.ended, prometheus.CounterValue, float64(n), ws, statusLabels[i])
+		}
+	}
+}
+
+// failed logs a failed collection: the first of a series at once, then at
+// most once per warnEvery while the failure lasts.
+func (c *FleetCollector) failed(err error) {
+	c.mu.Lock()
+	c.failures++
+	n := c.failures
+	now := time.Now()
+	logIt := n == 1 || now.Sub(c.lastWarn) >= c.warnEvery
+	if logIt {
+		c.lastWarn = now
+	}
+	c.mu.Unlock()
+	if logIt {
+		c.log.Warn("metrics: reading fleet state failed; fleet series are missing from this scrape",
+			"err", err, "consecutive_failures", n)
+	}
+}
+
+// succeeded logs the end of a series of failures.
+func (c *FleetCollector) succeeded() {
+	c.mu.Lock()
+	n := c.failures
+	c.failures = 0
+	c.mu.Unlock()
+	if n > 0 {
+		c.log.Info("metrics: reading fleet state works again", "failed_collections", n)
+	}
+}
