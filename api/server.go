@@ -66,6 +66,7 @@ type Server struct {
 	handler  fasthttp.RequestHandler
 	keys     *keyCache
 	throttle *authThrottle // nil: disabled
+	reads    readGroup     // identical reads share one store call
 	secrets  [][]byte      // shared x-webhook-secret values
 	signing  [][]byte      // Standard Webhooks signing keys
 }
@@ -103,7 +104,7 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.KeyCacheTTL <= 0 {
 		cfg.KeyCacheTTL = 2 * time.Second
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now}
+	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, reads: readGroup{slots: map[readKey]*readSlot{}}}
 	secrets, signing, err := WebhookKeys(cfg.WebhookSecrets)
 	if err != nil {
 		return nil, err

@@ -59,6 +59,7 @@ func (s *Server) serveWebhook(ctx *fasthttp.RequestCtx) int {
 	err = s.cfg.Ingest.Submit(cctx, events, results)
 	cancel()
 	if err != nil {
+		s.log.Debug("webhook not committed", "err", err)
 		if fleet.ErrorCode(err) == fleet.EINTERNAL {
 			// A store fault that is not a plain outage: still a fault,
 			// not the client's; ask for a retry.

@@ -207,7 +207,7 @@ func (s *Store) lookup(ctx context.Context, devices []string) ([]string, error) 
 		cmds[k] = pipe.HGet(ctx, idxKey(bucketOf(d)), d)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
-		return nil, wrap("lookup", err)
+		return nil, s.fail("lookup", err)
 	}
 	out := make([]string, len(devices))
 	for k, c := range cmds {

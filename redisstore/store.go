@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fleetd/fleetd/fleet"
@@ -53,6 +54,39 @@ type Store struct {
 	now     func() time.Time
 	loadMu  sync.Mutex
 	cluster bool
+	// lastReload is when the cluster topology was last reloaded (unix ns).
+	lastReload atomic.Int64
+}
+
+// reloadTopology refreshes the cluster's slot map after a node stopped
+// answering. go-redis reloads it on MOVED replies, but a dead master sends
+// none: without this, commands for its slots would keep going to the dead
+// address after a replica took over. At most once per 500 ms.
+func (s *Store) reloadTopology() {
+	cc, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := s.lastReload.Load()
+	if now-last < int64(500*time.Millisecond) || !s.lastReload.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.Timeout)
+		defer cancel()
+		cc.ReloadState(ctx)
+	}()
+}
+
+// fail wraps err and, when the store is unreachable, schedules a topology
+// reload on a cluster.
+func (s *Store) fail(op string, err error) error {
+	err = wrap(op, err)
+	if fleet.ErrorCode(err) == fleet.EUNAVAILABLE {
+		s.reloadTopology()
+	}
+	return err
 }
 
 func init() {
@@ -198,10 +232,10 @@ func (s *Store) exec(ctx context.Context, calls []*call) error {
 			c.done = true
 		}
 		if !noscript || attempt > 0 {
-			return wrap("exec", err)
+			return s.fail("exec", err)
 		}
 		if err := s.loadScripts(ctx); err != nil {
-			return wrap("load scripts", err)
+			return s.fail("load scripts", err)
 		}
 	}
 }

@@ -51,7 +51,20 @@ const testSecret = "s3cret-for-tests"
 // waits until /healthz answers, and stops it at the end of the test.
 func MustStart(tb testing.TB, env map[string]string, args ...string) *daemon {
 	tb.Helper()
-	port := redistest.FreePort(tb)
+	return mustStartAt(tb, redistest.FreePort(tb), env, args...)
+}
+
+func httpGet(url string) (int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+func mustStartAt(tb testing.TB, port int, env map[string]string, args ...string) *daemon {
+	tb.Helper()
 	d := &daemon{base: fmt.Sprintf("http://127.0.0.1:%d", port), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel

@@ -1,0 +1,323 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/valyala/fasthttp"
+)
+
+// Limits of API key resolution.
+const (
+	// keyPrefix starts every API key (SPEC §2).
+	keyPrefix = "sk_live_"
+	// minKeyRandom and maxKeyLen bound the part after the prefix: anything
+	// else is refused before it is hashed or looked up, so junk headers
+	// never cost a store round trip.
+	minKeyRandom = 32
+	maxKeyLen    = 256
+	// keyCacheSize bounds the cache of resolved keys. Unknown keys are
+	// cached too (a flood of made-up keys must not become a flood of store
+	// reads), so the bound is what keeps such a flood from growing memory.
+	keyCacheSize   = 1 << 14
+	keyCacheShards = 16
+	// touchEvery is how often a key's last_used_at is written at most: the
+	// field is meant for spotting unused keys, not for auditing requests.
+	touchEvery = time.Minute
+	// touchTimeout bounds one asynchronous last_used_at write, and
+	// maxTouches the writes in flight; past that a touch is skipped and
+	// retried by a later request.
+	touchTimeout = 2 * time.Second
+	maxTouches   = 32
+	// storeTimeout bounds the store calls of one REST request (the store
+	// has its own, shorter, per-call timeout).
+	storeTimeout = 2 * time.Second
+)
+
+// principalKey is the user value under which s.api leaves the caller's
+// *principal for the handlers.
+const principalKey = "fleetd.principal"
+
+// principal is who a request acts as: a resolved, unrevoked API key. It is
+// immutable once built, so handlers may read it without locks.
+type principal struct {
+	keyID     string
+	workspace string
+	readOnly  bool
+}
+
+// keyEntry is a cached resolution of one key hash. p is nil when the store
+// does not know the key or it is revoked.
+type keyEntry struct {
+	p       *principal
+	expires time.Time
+	// touched is the Unix nanoseconds of the last last_used_at write; it
+	// survives refreshes of the entry so the once-a-minute bound holds
+	// across them.
+	touched atomic.Int64
+}
+
+// keyFlight is one store lookup that concurrent requests with the same key
+// wait for, so an expiring entry costs one store read, not one per request.
+type keyFlight struct {
+	done chan struct{}
+	e    *keyEntry
+	err  error
+}
+
+type keyShard struct {
+	mu      sync.Mutex
+	m       map[[sha256.Size]byte]*keyEntry
+	flights map[[sha256.Size]byte]*keyFlight
+}
+
+// keyCache trusts a resolved API key for ttl without asking the store again.
+// The TTL is the bound on how long a revoked key keeps working on a replica
+// (SPEC §2 asks for 5 s; the default is 2 s). Safe for concurrent use.
+type keyCache struct {
+	ttl      time.Duration
+	perShard int
+	shards   [keyCacheShards]keyShard
+	touches  chan struct{}
+}
+
+func newKeyCache(ttl time.Duration) *keyCache {
+	c := &keyCache{ttl: ttl, perShard: keyCacheSize / keyCacheShards, touches: make(chan struct{}, maxTouches)}
+	for i := range c.shards {
+		c.shards[i].m = make(map[[sha256.Size]byte]*keyEntry)
+		c.shards[i].flights = make(map[[sha256.Size]byte]*keyFlight)
+	}
+	return c
+}
+
+// fresh returns the cached entry of hash if it has not expired, without
+// asking the store.
+func (c *keyCache) fresh(hash [sha256.Size]byte) *keyEntry {
+	sh := &c.shards[hash[0]%keyCacheShards]
+	sh.mu.Lock()
+	e := sh.m[hash]
+	sh.mu.Unlock()
+	if e != nil && time.Now().Before(e.expires) {
+		return e
+	}
+	return nil
+}
+
+// keyFinder is the part of fleet.KeyStore the cache needs. It is an
+// interface rather than a closure so a cache hit allocates nothing.
+type keyFinder interface {
+	KeyByHash(ctx context.Context, keyHash []byte) (fleet.APIKey, error)
+}
+
+// resolve returns the entry of hash, asking the store when there is no
+// fresh one. Lookups that fail with anything but ENOTFOUND are not cached:
+// an unreachable store must not turn into a cached refusal.
+func (c *keyCache) resolve(hash [sha256.Size]byte, store keyFinder) (*keyEntry, error) {
+	sh := &c.shards[hash[0]%keyCacheShards]
+	now := time.Now()
+	sh.mu.Lock()
+	old := sh.m[hash]
+	if old != nil && now.Before(old.expires) {
+		sh.mu.Unlock()
+		return old, nil
+	}
+	if f := sh.flights[hash]; f != nil {
+		sh.mu.Unlock()
+		<-f.done
+		return f.e, f.err
+	}
+	f := &keyFlight{done: make(chan struct{}), err: fleet.Errorf(fleet.EINTERNAL, "api key lookup did not finish")}
+	sh.flights[hash] = f
+	sh.mu.Unlock()
+	// Even a panicking lookup must release the requests waiting on it.
+	defer func() {
+		sh.mu.Lock()
+		delete(sh.flights, hash)
+		if f.e != nil {
+			if old == nil && len(sh.m) >= c.perShard {
+				sh.evict(now)
+			}
+			sh.m[hash] = f.e
+		}
+		sh.mu.Unlock()
+		close(f.done)
+	}()
+
+	h := hash
+	lctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	k, err := store.KeyByHash(lctx, h[:])
+	var e *keyEntry
+	switch {
+	case err == nil:
+		e = &keyEntry{expires: time.Now().Add(c.ttl)}
+		if !k.Revoked && k.Workspace != "" {
+			e.p = &principal{keyID: k.ID, workspace: k.Workspace, readOnly: k.ReadOnly}
+		}
+	case fleet.ErrorCode(err) == fleet.ENOTFOUND:
+		e, err = &keyEntry{expires: time.Now().Add(c.ttl)}, nil
+	}
+	if e != nil && old != nil {
+		e.touched.Store(old.touched.Load())
+	}
+	f.e, f.err = e, err
+	return e, err
+}
+
+// evict drops an expired entry, or any entry when none of the first few
+// looked at is expired. Map iteration starts at a random place, so this is
+// random eviction: cheap, and a flood of unknown keys cannot pin the
+// entries of real ones for long.
+func (sh *keyShard) evict(now time.Time) {
+	n := 0
+	for h, e := range sh.m {
+		if n == 8 || !now.Before(e.expires) {
+			delete(sh.m, h)
+			return
+		}
+		n++
+	}
+}
+
+// validKeySyntax reports whether k looks like an API key: the prefix and at
+// least minKeyRandom letters or digits.
+func validKeySyntax(k []byte) bool {
+	if len(k) < len(keyPrefix)+minKeyRandom || len(k) > maxKeyLen || string(k[:len(keyPrefix)]) != keyPrefix {
+		return false
+	}
+	for _, c := range k[len(keyPrefix):] {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// api wraps a REST handler: shutdown refusal, API key authentication (when
+// auth is set) and the request metrics labelled with the route template.
+func (s *Server) api(route string, auth bool, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		if m := s.cfg.API; m != nil {
+			// A panic is answered by the router's PanicHandler after this
+			// frame is gone; count it here as the 500 it becomes.
+			defer func() {
+				if v := recover(); v != nil {
+					m.Observe(route, fasthttp.StatusInternalServerError, time.Since(start).Seconds())
+					panic(v)
+				}
+			}()
+		}
+		status := s.serveAPI(ctx, auth, h)
+		if m := s.cfg.API; m != nil {
+			m.Observe(route, status, time.Since(start).Seconds())
+		}
+	}
+}
+
+func (s *Server) serveAPI(ctx *fasthttp.RequestCtx, auth bool, h fasthttp.RequestHandler) int {
+	if s.draining.Load() {
+		ctx.SetConnectionClose()
+		return writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "fleetd is shutting down, retry later")
+	}
+	if auth {
+		p, status := s.authenticate(ctx)
+		if p == nil {
+			return status
+		}
+		if p.readOnly && ctx.IsPost() {
+			return writeErrorBody(ctx, fasthttp.StatusForbidden, "forbidden", "this API key is read-only")
+		}
+		ctx.SetUserValue(principalKey, p)
+	}
+	h(ctx)
+	return ctx.Response.StatusCode()
+}
+
+// authenticate resolves x-api-key to a principal, or answers the request
+// and returns its status. The key itself is never logged nor kept: only its
+// SHA-256 leaves this function.
+//
+// A key cached as good is let through before anything else, so a client
+// with good credentials is never throttled, even behind the address of an
+// attacker. Any other request from a client that has used up its failed
+// authentications (the server's authThrottle) gets 429 without a store
+// lookup; each refusal counts as a failure.
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
+	raw := ctx.Request.Header.Peek("x-api-key")
+	wellFormed := validKeySyntax(raw)
+	var hash [sha256.Size]byte
+	if wellFormed {
+		hash = sha256.Sum256(raw)
+		if e := s.keys.fresh(hash); e != nil && e.p != nil {
+			s.touch(e)
+			return e.p, 0
+		}
+	}
+	var src string
+	if s.throttle != nil {
+		src = s.source(ctx)
+		if code, blocked := s.throttled(ctx, src); blocked {
+			return nil, code
+		}
+	}
+	switch {
+	case len(raw) == 0:
+		s.throttle.Fail(src)
+		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "missing x-api-key header")
+	case !wellFormed:
+		s.throttle.Fail(src)
+		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "malformed API key: expected sk_live_ followed by at least 32 letters or digits")
+	}
+	e, err := s.keys.resolve(hash, s.cfg.Keys)
+	if err != nil {
+		if fleet.ErrorCode(err) == fleet.EINTERNAL {
+			// Not the client's fault, and a retry may well succeed: the
+			// same answer as an unreachable store, never a 401.
+			s.log.Error("api key lookup failed", "err", err)
+			return nil, writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the API key could not be checked, retry later")
+		}
+		return nil, s.writeError(ctx, err)
+	}
+	if e.p == nil {
+		s.throttle.Fail(src)
+		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "unknown or revoked API key")
+	}
+	s.touch(e)
+	return e.p, 0
+}
+
+// touch records the key's last use at most once per touchEvery, in the
+// background: a slow store must not slow the request that merely used it.
+func (s *Server) touch(e *keyEntry) {
+	now := time.Now().UnixNano()
+	last := e.touched.Load()
+	if now-last < int64(touchEvery) || !e.touched.CompareAndSwap(last, now) {
+		return
+	}
+	select {
+	case s.keys.touches <- struct{}{}:
+	default:
+		e.touched.CompareAndSwap(now, last)
+		return
+	}
+	id, at := e.p.keyID, s.now()
+	go func() {
+		defer func() { <-s.keys.touches }()
+		c, cancel := context.WithTimeout(context.Background(), touchTimeout)
+		defer cancel()
+		if err := s.cfg.Keys.TouchKey(c, id, at); err != nil {
+			s.log.Debug("recording api key use failed", "key_id", id, "err", err)
+		}
+	}()
+}
+
+// principalOf returns the principal that s.api authenticated.
+func principalOf(ctx *fasthttp.RequestCtx) *principal {
+	p, _ := ctx.UserValue(principalKey).(*principal)
+	return p
+}

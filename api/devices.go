@@ -1,0 +1,182 @@
+package api
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"time"
+
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/valyala/fasthttp"
+)
+
+// secretPrefix starts every device secret, so a leaked one is recognisable
+// (by people and by secret scanners) and never mistaken for an API key.
+const secretPrefix = "ds_"
+
+// secretBytes of randomness make a device secret: 256 bits, base64url
+// encoded without padding (43 characters).
+const secretBytes = 32
+
+// listDevices is GET /api/v1/devices.
+func (s *Server) listDevices(ctx *fasthttp.RequestCtx) {
+	args := ctx.QueryArgs()
+	limit, cursor, err := pageParams(args)
+	if err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	var f fleet.DeviceFilter
+	if v := args.Peek("online"); v != nil {
+		var on bool
+		switch string(v) {
+		case "true":
+			on = true
+		case "false":
+		default:
+			s.writeError(ctx, fleet.Errorf(fleet.EINVALID, "online must be true or false"))
+			return
+		}
+		f.Online = &on
+	}
+	// The store compares os case-insensitively (it lower-cases both sides).
+	if f.OS, err = textParam(args, "os"); err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	ws := principalOf(ctx).workspace
+	key := readKey{kind: readDevices, ws: ws, a: cursor, b: f.OS, x: int64(limit)}
+	if f.Online != nil {
+		key.y = 1
+		if *f.Online {
+			key.y = 2
+		}
+	}
+	s.read(ctx, key, func(b []byte) ([]byte, error) {
+		c, cancel := storeContext()
+		page, err := s.cfg.Reader.ListDevices(c, ws, f, cursor, limit)
+		cancel()
+		if err != nil {
+			return b, err
+		}
+		b = append(b, `{"items":[`...)
+		for i := range page.Items {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendDevice(b, &page.Items[i], false)
+		}
+		return appendNext(b, page.Next), nil
+	})
+}
+
+// appendDevice appends a device object; full adds the fields of the
+// single-device replies (user_id, workspace_id).
+func appendDevice(b []byte, d *fleet.Device, full bool) []byte {
+	b = append(b, `{"id":`...)
+	b = appendString(b, d.ID)
+	b = append(b, `,"name":`...)
+	b = appendString(b, d.Name)
+	b = append(b, `,"os":`...)
+	b = appendString(b, d.OS)
+	b = append(b, `,"online":`...)
+	b = appendBool(b, d.Online)
+	b = append(b, `,"last_seen":`...)
+	b = appendTime(b, d.LastSeen)
+	if full {
+		b = append(b, `,"user_id":`...)
+		if d.UserID == "" {
+			b = append(b, "null"...)
+		} else {
+			b = appendString(b, d.UserID)
+		}
+		b = append(b, `,"workspace_id":`...)
+		b = appendString(b, d.WorkspaceID)
+	}
+	return append(b, '}')
+}
+
+// getDevice is GET /api/v1/devices/{id}.
+func (s *Server) getDevice(ctx *fasthttp.RequestCtx) {
+	id, err := pathDeviceID(ctx)
+	if err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	ws := principalOf(ctx).workspace
+	s.read(ctx, readKey{kind: readDevice, ws: ws, a: id}, func(b []byte) ([]byte, error) {
+		c, cancel := storeContext()
+		d, err := s.cfg.Reader.Device(c, ws, id)
+		cancel()
+		if err != nil {
+			return b, err
+		}
+		return appendDevice(b, &d, true), nil
+	})
+}
+
+// unbindDevice is POST /api/v1/devices/{id}/unbind.
+func (s *Server) unbindDevice(ctx *fasthttp.RequestCtx) {
+	id, err := pathDeviceID(ctx)
+	if err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	ws := principalOf(ctx).workspace
+	c, cancel := storeContext()
+	defer cancel()
+	d, err := s.cfg.Reader.UnbindDevice(c, ws, id)
+	if fleet.ErrorCode(err) == fleet.EINTERNAL {
+		// redisstore answers a missing device with a bare internal error
+		// (its script's nil reply surfaces as the pipeline's error) instead
+		// of ENOTFOUND. Ask whether the device exists so a missing one is
+		// the 404 the contract promises; a real fault stays a 500.
+		if _, derr := s.cfg.Reader.Device(c, ws, id); fleet.ErrorCode(derr) == fleet.ENOTFOUND {
+			err = derr
+		}
+	}
+	if err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, appendDevice(make([]byte, 0, 256), &d, true))
+}
+
+// rotateSecret is POST /api/v1/devices/{id}/secret:rotate. The secret is
+// shown once, here; the store keeps only its SHA-256. rotated_at is taken
+// at whole seconds and stored as such, so "an online event with a ts after
+// rotated_at" means the same to the client, who sees seconds, and to the
+// store, which compares milliseconds.
+func (s *Server) rotateSecret(ctx *fasthttp.RequestCtx) {
+	id, err := pathDeviceID(ctx)
+	if err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	var raw [secretBytes]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	secret := secretPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	hash := sha256.Sum256([]byte(secret))
+	at := s.now().UTC().Truncate(time.Second)
+	c, cancel := storeContext()
+	err = s.cfg.Reader.RotateDeviceSecret(c, principalOf(ctx).workspace, id, hash[:], at)
+	cancel()
+	if err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	b := make([]byte, 0, 128)
+	b = append(b, `{"id":`...)
+	b = appendString(b, id)
+	b = append(b, `,"secret":`...)
+	b = appendString(b, secret)
+	b = append(b, `,"rotated_at":`...)
+	b = appendTime(b, at)
+	b = append(b, '}')
+	// A secret must not be kept by a cache or proxy on the way.
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	writeJSON(ctx, fasthttp.StatusOK, b)
+}

@@ -1,0 +1,56 @@
+package api
+
+import (
+	"strconv"
+
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/valyala/fasthttp"
+)
+
+// listSessions is GET /api/v1/sessions: newest "at" first, live sessions
+// included with their elapsed duration. A device_id of another workspace
+// is not an error: like any unknown device, it has no sessions here.
+func (s *Server) listSessions(ctx *fasthttp.RequestCtx) {
+	args := ctx.QueryArgs()
+	limit, cursor, err := pageParams(args)
+	if err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	var f fleet.SessionFilter
+	if f.DeviceID, err = idParam(args, "device_id"); err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	if f.Status, err = textParam(args, "status"); err != nil {
+		s.writeError(ctx, err)
+		return
+	}
+	ws := principalOf(ctx).workspace
+	key := readKey{kind: readSessions, ws: ws, a: cursor, b: f.DeviceID, c: f.Status, x: int64(limit)}
+	s.read(ctx, key, func(b []byte) ([]byte, error) {
+		c, cancel := storeContext()
+		page, err := s.cfg.Reader.ListSessions(c, ws, f, cursor, limit)
+		cancel()
+		if err != nil {
+			return b, err
+		}
+		b = append(b, `{"items":[`...)
+		for i := range page.Items {
+			it := &page.Items[i]
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"device_id":`...)
+			b = appendString(b, it.DeviceID)
+			b = append(b, `,"status":`...)
+			b = appendString(b, it.Status)
+			b = append(b, `,"duration_sec":`...)
+			b = strconv.AppendInt(b, it.DurationSec, 10)
+			b = append(b, `,"at":`...)
+			b = appendTime(b, it.At)
+			b = append(b, '}')
+		}
+		return appendNext(b, page.Next), nil
+	})
+}
