@@ -126,15 +126,6 @@ func (s *Server) unbindDevice(ctx *fasthttp.RequestCtx) {
 	c, cancel := storeContext()
 	defer cancel()
 	d, err := s.cfg.Reader.UnbindDevice(c, ws, id)
-	if fleet.ErrorCode(err) == fleet.EINTERNAL {
-		// redisstore answers a missing device with a bare internal error
-		// (its script's nil reply surfaces as the pipeline's error) instead
-		// of ENOTFOUND. Ask whether the device exists so a missing one is
-		// the 404 the contract promises; a real fault stays a 500.
-		if _, derr := s.cfg.Reader.Device(c, ws, id); fleet.ErrorCode(derr) == fleet.ENOTFOUND {
-			err = derr
-		}
-	}
 	if err != nil {
 		s.writeError(ctx, err)
 		return

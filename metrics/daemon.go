@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync"
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,6 +76,17 @@ func (w *Webhook) Request(code int) { w.codes.get(code).Inc() }
 type API struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	series   sync.Map // apiKey → apiSeries, resolved once per route and code
+}
+
+type apiKey struct {
+	route string
+	code  int
+}
+
+type apiSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 // NewAPI registers the API metrics with reg.
@@ -95,6 +107,15 @@ func NewAPI(reg prometheus.Registerer) *API {
 // Observe records one API request. route is the route template, never the
 // raw path, so the label stays bounded.
 func (a *API) Observe(route string, code int, seconds float64) {
-	a.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-	a.duration.WithLabelValues(route).Observe(seconds)
+	k := apiKey{route, code}
+	v, ok := a.series.Load(k)
+	if !ok {
+		v, _ = a.series.LoadOrStore(k, apiSeries{
+			requests: a.requests.WithLabelValues(route, strconv.Itoa(code)),
+			duration: a.duration.WithLabelValues(route),
+		})
+	}
+	s := v.(apiSeries)
+	s.requests.Inc()
+	s.duration.Observe(seconds)
 }

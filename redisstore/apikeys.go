@@ -127,7 +127,9 @@ func (s *Store) TouchKey(ctx context.Context, id string, t time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	h, err := s.rdb.Get(ctx, apiKeyIDKey(id)).Result()
-	if err != nil {
+	if err == redis.Nil {
+		return fleet.Errorf(fleet.ENOTFOUND, "no API key with id %q", id)
+	} else if err != nil {
 		return wrap("touch key", err)
 	}
 	return wrap("touch key", s.rdb.HSet(ctx, apiKeyKey(h), "u", t.UnixMilli()).Err())

@@ -63,6 +63,11 @@ func (s *Store) eval(ctx context.Context, sc *redis.Script, keys []string, args 
 	return c.cmd, nil
 }
 
+// scanBudget bounds the entries one listing script looks at, so a filter
+// that matches little never blocks Redis for long: the listing calls the
+// script again from where it stopped until the page is full.
+const scanBudget = 2000
+
 // ListDevices implements fleet.Reader.
 func (s *Store) ListDevices(ctx context.Context, ws string, f fleet.DeviceFilter, cursor string, limit int) (fleet.Page[fleet.Device], error) {
 	var page fleet.Page[fleet.Device]
@@ -78,22 +83,34 @@ func (s *Store) ListDevices(ctx context.Context, ws string, f fleet.DeviceFilter
 			onf = "0"
 		}
 	}
-	cmd, err := s.eval(ctx, devicesScript, []string{wsDevKey(ws)}, src, cur[0], limit, onf, lowerASCII(f.OS))
-	if err != nil {
-		return page, err
-	}
-	vals, err := cmd.StringSlice()
-	if err != nil {
-		return page, fmt.Errorf("redisstore: list devices: %w", err)
-	}
-	for i := 0; i+1 < len(vals) && len(page.Items) < limit; i += 2 {
-		rec, err := parseDeviceRecord(vals[i+1])
+	after, os := cur[0], lowerASCII(f.OS)
+	more := false
+	for {
+		cmd, err := s.eval(ctx, devicesScript, []string{wsDevKey(ws)}, src, after, limit+1-len(page.Items), onf, os, scanBudget)
 		if err != nil {
-			return page, fmt.Errorf("redisstore: list devices: %w", err)
+			return page, err
 		}
-		page.Items = append(page.Items, rec.device(ws, vals[i]))
+		vals, err := cmd.StringSlice()
+		if err != nil || len(vals) < 2 {
+			return page, fmt.Errorf("redisstore: list devices: bad reply: %v", err)
+		}
+		for i := 0; i+3 < len(vals); i += 2 {
+			if len(page.Items) == limit {
+				more = true
+				break
+			}
+			rec, err := parseDeviceRecord(vals[i+1])
+			if err != nil {
+				return page, fmt.Errorf("redisstore: list devices: %w", err)
+			}
+			page.Items = append(page.Items, rec.device(ws, vals[i]))
+		}
+		after = vals[len(vals)-2]
+		if more || vals[len(vals)-1] == "1" {
+			break
+		}
 	}
-	if len(vals)/2 > limit {
+	if more {
 		page.Next = encodeCursor(page.Items[len(page.Items)-1].ID)
 	}
 	return page, nil
@@ -168,26 +185,41 @@ func (s *Store) ListSessions(ctx context.Context, ws string, f fleet.SessionFilt
 		src = "hd:" + f.DeviceID
 	}
 	now, _ := s.clock()
-	cmd, err := s.eval(ctx, sessionsScript, []string{wsDevKey(ws)}, src, cur[0], cur[1], limit, f.Status, now, s.cfg.LiveSessionBound.Milliseconds())
-	if err != nil {
-		return page, err
-	}
-	vals, err := cmd.Slice()
-	if err != nil {
-		return page, fmt.Errorf("redisstore: list sessions: %w", err)
-	}
+	afterScore, afterID := cur[0], cur[1]
 	var lastAt string
-	for i := 0; i+4 < len(vals) && len(page.Items) < limit; i += 5 {
-		sid, _ := vals[i].(string)
-		at, _ := vals[i+1].(string)
-		st, _ := vals[i+2].(string)
-		du, _ := vals[i+3].(int64)
-		dev, _ := vals[i+4].(string)
-		atMs, _ := strconv.ParseInt(at, 10, 64)
-		page.Items = append(page.Items, fleet.Session{ID: sid, DeviceID: dev, Status: st, DurationSec: du, At: time.UnixMilli(atMs).UTC()})
-		lastAt = at
+	more := false
+	for {
+		cmd, err := s.eval(ctx, sessionsScript, []string{wsDevKey(ws)}, src, afterScore, afterID, limit+1-len(page.Items),
+			f.Status, now, s.cfg.LiveSessionBound.Milliseconds(), scanBudget)
+		if err != nil {
+			return page, err
+		}
+		vals, err := cmd.Slice()
+		if err != nil || len(vals) < 3 {
+			return page, fmt.Errorf("redisstore: list sessions: bad reply: %v", err)
+		}
+		for i := 0; i+7 < len(vals); i += 5 {
+			if len(page.Items) == limit {
+				more = true
+				break
+			}
+			sid, _ := vals[i].(string)
+			at, _ := vals[i+1].(string)
+			st, _ := vals[i+2].(string)
+			du, _ := vals[i+3].(int64)
+			dev, _ := vals[i+4].(string)
+			atMs, _ := strconv.ParseInt(at, 10, 64)
+			page.Items = append(page.Items, fleet.Session{ID: sid, DeviceID: dev, Status: st, DurationSec: du, At: time.UnixMilli(atMs).UTC()})
+			lastAt = at
+		}
+		n := len(vals)
+		afterScore, _ = vals[n-3].(string)
+		afterID, _ = vals[n-2].(string)
+		if done, _ := vals[n-1].(string); more || done == "1" {
+			break
+		}
 	}
-	if len(vals)/5 > limit {
+	if more {
 		page.Next = encodeCursor(lastAt, page.Items[len(page.Items)-1].ID)
 	}
 	return page, nil
@@ -228,26 +260,36 @@ func (s *Store) ListMembers(ctx context.Context, ws string, cursor string, limit
 	if cur[0] != "" {
 		min = "(" + cur[0]
 	}
-	emails, err := s.rdb.ZRangeByLex(ctx, wsKey(ws, "memidx"), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(limit + 1)}).Result()
-	if err != nil {
-		return page, wrap("list members", err)
-	}
-	if len(emails) == 0 {
-		return page, nil
-	}
-	raws, err := s.rdb.HMGet(ctx, wsKey(ws, "mem"), emails...).Result()
-	if err != nil {
-		return page, wrap("list members", err)
-	}
-	for i, r := range raws {
-		raw, _ := r.(string)
-		var m memberRecord
-		if raw == "" || len(page.Items) == limit || json.Unmarshal([]byte(raw), &m) != nil {
-			continue
+	// An index entry without its record (never expected) is skipped, and
+	// the page is filled from further entries.
+	more := false
+	for !more {
+		emails, err := s.rdb.ZRangeByLex(ctx, wsKey(ws, "memidx"), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(limit + 1 - len(page.Items))}).Result()
+		if err != nil {
+			return page, wrap("list members", err)
 		}
-		page.Items = append(page.Items, fleet.Member{Email: emails[i], Role: m.Role, Status: m.Status, InvitedAt: time.UnixMilli(m.InvitedAt).UTC()})
+		if len(emails) == 0 {
+			break
+		}
+		raws, err := s.rdb.HMGet(ctx, wsKey(ws, "mem"), emails...).Result()
+		if err != nil {
+			return page, wrap("list members", err)
+		}
+		for i, r := range raws {
+			min = "(" + emails[i]
+			raw, _ := r.(string)
+			var m memberRecord
+			if raw == "" || json.Unmarshal([]byte(raw), &m) != nil {
+				continue
+			}
+			if len(page.Items) == limit {
+				more = true
+				break
+			}
+			page.Items = append(page.Items, fleet.Member{Email: emails[i], Role: m.Role, Status: m.Status, InvitedAt: time.UnixMilli(m.InvitedAt).UTC()})
+		}
 	}
-	if len(emails) > limit && len(page.Items) > 0 {
+	if more {
 		page.Next = encodeCursor(page.Items[len(page.Items)-1].Email)
 	}
 	return page, nil

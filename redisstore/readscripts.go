@@ -2,25 +2,28 @@ package redisstore
 
 import "github.com/redis/go-redis/v9"
 
-// devicesScript returns one page of a workspace's devices as id, record
-// pairs, limit+1 at most (the extra one says there is a next page).
-// KEYS[1] = fl:{w:W}:dev. ARGV: source zset ("devs" or "on"), last id of the
-// previous page ("" for the first), limit, online filter ("", "0", "1"),
-// lower-case os filter ("" for none).
+// devicesScript returns up to want devices after a given id as id, record
+// pairs, looking at no more than budget entries, then the last id it
+// looked at and "1" when the source is exhausted.
+// KEYS[1] = fl:{w:W}:dev. ARGV: source zset ("devs" or "on"), last id seen
+// ("" for the start), want, online filter ("", "0"), lower-case os filter
+// ("" for none), budget.
 var devicesScript = redis.NewScript(codecLua + `
 local P = string.sub(KEYS[1], 1, -4)
 local src = P .. ARGV[1]
-local limit, onf, osf = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local want, onf, osf, budget = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
 local filtered = (onf == '0') or (osf ~= '')
-local chunk = limit + 1
-if filtered then chunk = 512 end
-local min = '-'
-if ARGV[2] ~= '' then min = '(' .. ARGV[2] end
-local out, n = {}, 0
-while n <= limit do
+local chunk = want
+if filtered then chunk = 256 end
+local min, last = '-', ARGV[2]
+if last ~= '' then min = '(' .. last end
+local out, n, looked, done = {}, 0, 0, '0'
+while n < want and looked < budget do
   local ids = redis.call('ZRANGEBYLEX', src, min, '+', 'LIMIT', 0, chunk)
+  local stopped = false
   for _, d in ipairs(ids) do
-    min = '(' .. d
+    min, last = '(' .. d, d
+    looked = looked + 1
     local raw = redis.call('HGET', KEYS[1], d)
     if raw then
       local ok = true
@@ -33,35 +36,45 @@ while n <= limit do
         out[#out + 1] = d
         out[#out + 1] = raw
         n = n + 1
-        if n > limit then break end
       end
     end
+    if n == want or looked >= budget then stopped = true break end
   end
-  if #ids < chunk then break end
+  if not stopped and #ids < chunk then done = '1' break end
 end
+out[#out + 1] = last
+out[#out + 1] = done
 return out
 `)
 
-// sessionsScript returns one page of sessions, newest "at" first, as
-// groups of 5: id, at ms, status, duration s, device; limit+1 at most.
+// sessionsScript returns up to want sessions after a position, newest
+// "at" first, as groups of 5 (id, at ms, status, duration s, device),
+// looking at no more than budget entries, then the score and id of the
+// last entry it looked at and "1" when the source is exhausted. Entries
+// tied on a score are listed by id, descending, so "after" a position
+// (score, id) means a lower score, or the same score and a lower id.
 // KEYS[1] = fl:{w:W}:dev. ARGV: source zset ("hist" or "hd:DEVICE"), score
-// and id of the previous page's last item ("" for the first page), limit,
-// status filter, now ms, live bound ms.
+// and id of the last entry seen ("" for the start), want, status filter,
+// now ms, live bound ms, budget.
 var sessionsScript = redis.NewScript(codecLua + `
 local P = string.sub(KEYS[1], 1, -4)
 local src = P .. ARGV[1]
-local cs, csid, limit, stf = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local now, bound = tonumber(ARGV[6]), tonumber(ARGV[7])
+local cs, csid, want, stf = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local now, bound, budget = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local csn = tonumber(cs)
 local max = '+inf'
 if cs ~= '' then max = cs end
-local off, out, n = 0, {}, 0
-while n <= limit do
+local off, out, n, looked, done = 0, {}, 0, 0, '0'
+local lastS, lastID = cs, csid
+while n < want and looked < budget do
   local chunk = redis.call('ZREVRANGEBYSCORE', src, max, '-inf', 'WITHSCORES', 'LIMIT', off, 256)
   off = off + 256
+  local stopped = false
   for k = 1, #chunk, 2 do
     local sid, sc = chunk[k], tonumber(chunk[k + 1])
     if not (csn and sc == csn and sid >= csid) then
+      looked = looked + 1
+      lastS, lastID = string.format('%d', sc), sid
       local raw = redis.call('HGET', P .. 'ss', sid)
       if raw then
         local s = sget(raw)
@@ -76,18 +89,21 @@ while n <= limit do
         end
         if stf == '' or stf == st then
           out[#out + 1] = sid
-          out[#out + 1] = string.format('%d', sc)
+          out[#out + 1] = lastS
           out[#out + 1] = st
           out[#out + 1] = du
           out[#out + 1] = s.d
           n = n + 1
-          if n > limit then break end
         end
       end
+      if n == want or looked >= budget then stopped = true break end
     end
   end
-  if #chunk < 512 then break end
+  if not stopped and #chunk < 512 then done = '1' break end
 end
+out[#out + 1] = lastS
+out[#out + 1] = lastID
+out[#out + 1] = done
 return out
 `)
 

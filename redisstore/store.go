@@ -220,6 +220,9 @@ func (s *Store) exec(ctx context.Context, calls []*call) error {
 			return nil
 		}
 		_, err := pipe.Exec(ctx)
+		if errors.Is(err, redis.Nil) {
+			err = nil // a script answered nil: its caller reads that from its reply
+		}
 		noscript := false
 		for _, c := range calls {
 			if c.done || c.cmd == nil {
