@@ -24,6 +24,9 @@ import (
 //	fl:{w:W}:ends         zset  ended session id by end ms (usage edges)
 //	fl:{w:W}:secd         hash  UTC day number → session seconds ended that day
 //	fl:{w:W}:act:DAY      set   devices with a session ended on DAY
+//	fl:{w:W}:secm         hash  UTC month (months since 1970-01) → session seconds
+//	fl:{w:W}:actm:MONTH   set   devices with a session ended in MONTH (a whole-month
+//	                             usage read is O(1): the default period)
 //	fl:{w:W}:tot          hash  "sec" → seconds ever; "e:STATUS" → sessions ended
 //	fl:{w:W}:seen:DAY     set   delivery ids by UTC arrival day; today and yesterday are
 //	                             checked, so the de-duplication window is 24–48 h

@@ -161,6 +161,32 @@ redis.call('DEL', tmp)
 return {secs, active, redis.call('ZCARD', P .. 'devs')}
 `)
 
+// monthUsageScript is usageScript for exactly one UTC calendar month, read
+// from the per-month totals without scanning or writing anything.
+// KEYS[1] = fl:{w:W}:dev. ARGV: month (months since 1970-01), whether the
+// month contains now ("1"/"0"), now ms, live bound ms.
+var monthUsageScript = redis.NewScript(codecLua + `
+local P = string.sub(KEYS[1], 1, -4)
+local act = P .. 'actm:' .. ARGV[1]
+local secs = tonumber(redis.call('HGET', P .. 'secm', ARGV[1]) or '0')
+local active = redis.call('SCARD', act)
+if ARGV[2] == '1' then
+  local now, bound = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local extra = {}
+  for _, sid in ipairs(redis.call('ZRANGEBYSCORE', P .. 'live', '(' .. string.format('%d', now - bound), '+inf')) do
+    local raw = redis.call('HGET', P .. 'ss', sid)
+    if raw then
+      local d = sget(raw).d
+      if not extra[d] and redis.call('SISMEMBER', act, d) == 0 then
+        extra[d] = true
+        active = active + 1
+      end
+    end
+  end
+end
+return {secs, active, redis.call('ZCARD', P .. 'devs')}
+`)
+
 // unbindScript clears a device's user. KEYS[1] = fl:{w:W}:dev, ARGV[1] =
 // device. Returns the new record, or nil when the device is not there.
 var unbindScript = redis.NewScript(codecLua + `

@@ -35,6 +35,21 @@ local function sget(raw)
   local d, st, en, du, w, status = string.match(raw, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),(.*)$')
   return {d = d, st = tonumber(st), en = tonumber(en), du = tonumber(du), w = tonumber(w), s = status}
 end
+-- monthOf returns the UTC calendar month of a time in ms, as months since
+-- 1970-01 (civil-from-days, H. Hinnant): usage of a whole month is read
+-- from per-month totals.
+local function monthOf(ms)
+  local z = math.floor(ms / 86400000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m, y = mp + 3, yoe + era * 400
+  if mp >= 10 then m = mp - 9 end
+  if m <= 2 then y = y + 1 end
+  return (y - 1970) * 12 + m - 1
+end
 local function sput(v)
   return v.d .. ',' .. num(v.st) .. ',' .. num(v.en) .. ',' .. num(v.du) .. ',' .. num(v.w) .. ',' .. (v.s or '')
 end
@@ -140,6 +155,12 @@ for i = 5, #ARGV, 7 do
         local act = P .. 'act:' .. eday
         if redis.call('SADD', act, s.d) == 1 then
           redis.call('PEXPIREAT', act, (eday + 1) * 86400000 + retention)
+        end
+        local mon = string.format('%d', monthOf(ts))
+        redis.call('HINCRBY', P .. 'secm', mon, dur)
+        local actm = P .. 'actm:' .. mon
+        if redis.call('SADD', actm, s.d) == 1 then
+          redis.call('PEXPIREAT', actm, (eday + 32) * 86400000 + retention)
         end
         redis.call('HINCRBY', P .. 'tot', 'sec', dur)
         redis.call('HINCRBY', P .. 'tot', 'e:' .. x, 1)

@@ -179,7 +179,7 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
 
 var allScripts = []*redis.Script{applyScript, registerScript, evictScript, claimScript, unindexScript, unpendScript, pendScript,
-	devicesScript, sessionsScript, usageScript, unbindScript, rotateScript, addMemberScript}
+	devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}
 
 // loadScripts loads every script on every master, so EVALSHA works in
 // pipelines. It runs again whenever Redis answers NOSCRIPT (after a restart).
