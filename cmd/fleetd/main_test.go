@@ -505,3 +505,18 @@ func TestKeysCLI(t *testing.T) {
 		t.Fatal("adding the same member twice must fail")
 	}
 }
+
+// TestREADMEListsEveryFlag keeps the configuration table true to the code.
+func TestREADMEListsEveryFlag(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs, _ := serveFlags(io.Discard)
+	fs.VisitAll(func(f *flag.Flag) {
+		row := fmt.Sprintf("| `--%s` | `%s` |", f.Name, envName(f.Name))
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README's configuration table lacks the row of --%s (%s)", f.Name, row)
+		}
+	})
+}
