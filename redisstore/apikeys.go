@@ -149,7 +149,7 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 	pipe := s.rdb.Pipeline()
 	type cmds struct {
 		devs, on, live *redis.IntCmd
-		tot            *redis.MapStringStringCmd
+		tot, secm      *redis.MapStringStringCmd
 	}
 	cs := make([]cmds, len(wss))
 	for i, ws := range wss {
@@ -158,6 +158,7 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 			on:   pipe.ZCard(ctx, wsKey(ws, "on")),
 			live: pipe.ZCount(ctx, wsKey(ws, "live"), minLive, "+inf"),
 			tot:  pipe.HGetAll(ctx, wsKey(ws, "tot")),
+			secm: pipe.HGetAll(ctx, wsKey(ws, "secm")),
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -166,11 +167,13 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 	out := make([]fleet.WorkspaceStats, len(wss))
 	for i, ws := range wss {
 		st := fleet.WorkspaceStats{Workspace: ws, Devices: cs[i].devs.Val(), Online: cs[i].on.Val(), LiveSessions: cs[i].live.Val()}
+		for _, v := range cs[i].secm.Val() {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			st.SessionSeconds += n
+		}
 		for f, v := range cs[i].tot.Val() {
 			n, _ := strconv.ParseInt(v, 10, 64)
-			if f == "sec" {
-				st.SessionSeconds = n
-			} else if status, ok := strings.CutPrefix(f, "e:"); ok {
+			if status, ok := strings.CutPrefix(f, "e:"); ok {
 				if st.Ended == nil {
 					st.Ended = map[string]int64{}
 				}

@@ -94,14 +94,20 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results [
 			e := &events[i]
 			ws := route[e.DeviceID]
 			if stale, ok := staleWS[e.DeviceID]; ws != "" && !(ok && stale == ws) {
-				c := byWS[ws]
+				// One call per workspace on a cluster (one slot per
+				// script); one call for all on a single Redis.
+				group := ws
+				if !s.cluster {
+					group = ""
+				}
+				c := byWS[group]
 				if c == nil {
-					c = &call{script: applyScript, keys: []string{wsDevKey(ws)}, ws: ws,
+					c = &call{script: applyScript, keys: []string{wsDevKey(ws)},
 						args: []any{now, day, s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()}}
-					byWS[ws] = c
+					byWS[group] = c
 					calls = append(calls, c)
 				}
-				c.args = eventArgs(c.args, e)
+				c.args = eventArgs(append(c.args, wsPrefix(ws)), e)
 				c.idx = append(c.idx, i)
 				continue
 			}
@@ -147,7 +153,7 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results [
 					}
 					results[i] = fleet.Result(v)
 					if c.script == applyScript && v == rAccepted && events[i].Type == fleet.EventDeviceDeleted {
-						deleted = append(deleted, [2]string{events[i].DeviceID, c.ws})
+						deleted = append(deleted, [2]string{d, route[d]})
 					}
 				default:
 					return fmt.Errorf("redisstore: apply: unexpected reply %T", v)

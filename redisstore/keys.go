@@ -27,7 +27,7 @@ import (
 //	fl:{w:W}:secm         hash  UTC month (months since 1970-01) → session seconds
 //	fl:{w:W}:actm:MONTH   set   devices with a session ended in MONTH (a whole-month
 //	                             usage read is O(1): the default period)
-//	fl:{w:W}:tot          hash  "sec" → seconds ever; "e:STATUS" → sessions ended
+//	fl:{w:W}:tot          hash  "e:STATUS" → sessions ended (seconds ever: sum of secm)
 //	fl:{w:W}:seen:DAY     set   delivery ids by UTC arrival day; today and yesterday are
 //	                             checked, so the de-duplication window is 24–48 h
 //	fl:{w:W}:mem          hash  lower-cased email → JSON member {r,s,i}

@@ -77,29 +77,38 @@ local function finish()
 end
 `
 
-// applyScript applies events of registered devices in one workspace.
-// KEYS[1] = fl:{w:W}:dev. ARGV: now, day, liveBoundMs, retentionMs, then 7
-// fields per event: type, id, ts, device, session, x (online "1"/"0" or
-// status), duration (-1 when absent). Returns one code per event.
-var applyScript = redis.NewScript(seenLua + codecLua + `
-local liveBound = tonumber(ARGV[3])
-local retention = tonumber(ARGV[4])
-local DEV = P .. 'dev'
+// applyScript applies events of registered devices. On a single Redis one
+// call carries the events of many workspaces (the fixed cost of a script
+// call is paid once per group commit, not once per workspace); on a
+// cluster a call carries one workspace, since a script may only touch one
+// slot. KEYS[1] = fl:{w:W}:dev of the first event's workspace (routing).
+// ARGV: now, day, liveBoundMs, retentionMs, then 8 fields per event:
+// workspace key prefix (fl:{w:W}:), type, id, ts, device, session, x
+// (online "1"/"0" or status), duration (-1 when absent). Returns one code
+// per event.
+var applyScript = redis.NewScript(codecLua + `
+local now, day = tonumber(ARGV[1]), tonumber(ARGV[2])
+local liveBound, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
-local ended = false
-for i = 5, #ARGV, 7 do
-  local typ, id, ts, d = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]), ARGV[i+3]
-  local sid, x, dur = ARGV[i+4], ARGV[i+5], tonumber(ARGV[i+6])
+local touched = {} -- prefix → true when a session ended there, false otherwise
+local marked = {}  -- prefixes whose seen set got a new id
+for i = 5, #ARGV, 8 do
+  local P, typ, id, ts, d = ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4]
+  local sid, x, dur = ARGV[i+5], ARGV[i+6], tonumber(ARGV[i+7])
+  local DEV = P .. 'dev'
   local raw = redis.call('HGET', DEV, d)
   local r = 0
   if not raw then
     r = 9
-  elseif seen(id) then
+  elseif id ~= '' and (redis.call('SISMEMBER', P .. 'seen:' .. (day - 1), id) == 1 or redis.call('SADD', P .. 'seen:' .. day, id) == 0) then
+    -- Seen yesterday or today (the SADD also marks it for redeliveries).
     r = 1
   else
+    if id ~= '' then marked[P] = true end
+    if touched[P] == nil then touched[P] = false end
     local dev = dget(raw)
     if typ == '2' then
-      if ts < (dev.ot or 0) then
+      if ts < dev.ot then
         r = 2
       else
         dev.ot = ts
@@ -131,7 +140,7 @@ for i = 5, #ARGV, 7 do
       end
     elseif typ == '5' then
       local sraw = redis.call('HGET', P .. 'ss', sid)
-      local s = {d = d, w = now}
+      local s = {d = d}
       if sraw then s = sget(sraw) end
       if s.en then
         r = 1
@@ -140,15 +149,16 @@ for i = 5, #ARGV, 7 do
           dur = 0
           if s.st and ts > s.st then dur = math.floor((ts - s.st) / 1000) end
         end
-        s.en = ts
-        s.du = dur
-        s.s = x
-        s.w = now
-        local at = s.st or (ts - dur * 1000)
+        s.en, s.du, s.s, s.w = ts, dur, x, now
         redis.call('HSET', P .. 'ss', sid, sput(s))
-        redis.call('ZREM', P .. 'live', sid)
-        redis.call('ZADD', P .. 'hist', at, sid)
-        redis.call('ZADD', P .. 'hd:' .. s.d, at, sid)
+        if s.st then
+          redis.call('ZREM', P .. 'live', sid)
+        else
+          -- Listed at its end minus its duration until its start arrives.
+          local at = ts - dur * 1000
+          redis.call('ZADD', P .. 'hist', at, sid)
+          redis.call('ZADD', P .. 'hd:' .. s.d, at, sid)
+        end
         redis.call('ZADD', P .. 'ends', ts, sid)
         local eday = math.floor(ts / 86400000)
         redis.call('HINCRBY', P .. 'secd', eday, dur)
@@ -162,9 +172,8 @@ for i = 5, #ARGV, 7 do
         if redis.call('SADD', actm, s.d) == 1 then
           redis.call('PEXPIREAT', actm, (eday + 32) * 86400000 + retention)
         end
-        redis.call('HINCRBY', P .. 'tot', 'sec', dur)
         redis.call('HINCRBY', P .. 'tot', 'e:' .. x, 1)
-        ended = true
+        touched[P] = true
       end
     elseif typ == '3' then
       redis.call('HDEL', DEV, d)
@@ -172,29 +181,30 @@ for i = 5, #ARGV, 7 do
       redis.call('ZREM', P .. 'on', d)
       dev = nil
     end
-    if r == 0 or r == 2 then mark(id) end
     if r == 0 and dev then
-      if ts > (dev.ls or 0) then dev.ls = ts end
+      if ts > dev.ls then dev.ls = ts end
       redis.call('HSET', DEV, d, dput(dev))
     end
   end
   out[#out + 1] = r
 end
-finish()
-redis.call('ZREMRANGEBYSCORE', P .. 'live', '-inf', '(' .. string.format('%d', now - liveBound))
-if ended then
-  local old = redis.call('ZRANGEBYSCORE', P .. 'hist', '-inf', '(' .. string.format('%d', now - retention), 'LIMIT', 0, 32)
-  for _, sid in ipairs(old) do
-    local sraw = redis.call('HGET', P .. 'ss', sid)
-    local s = sraw and sget(sraw) or {}
-    -- A record is what makes a redelivered session.ended a duplicate, so
-    -- it stays for 3 days after it was written, however old its ts.
-    if not (s.w and s.w > now - 259200000) then
-      if s.d then redis.call('ZREM', P .. 'hd:' .. s.d, sid) end
-      redis.call('HDEL', P .. 'ss', sid)
-      redis.call('ZREM', P .. 'hist', sid)
-      redis.call('ZREM', P .. 'ends', sid)
-      redis.call('ZREM', P .. 'live', sid)
+for P in pairs(marked) do redis.call('EXPIRE', P .. 'seen:' .. day, 259200) end
+for P, ended in pairs(touched) do
+  redis.call('ZREMRANGEBYSCORE', P .. 'live', '-inf', '(' .. string.format('%d', now - liveBound))
+  if ended then
+    local old = redis.call('ZRANGEBYSCORE', P .. 'hist', '-inf', '(' .. string.format('%d', now - retention), 'LIMIT', 0, 32)
+    for _, sid in ipairs(old) do
+      local sraw = redis.call('HGET', P .. 'ss', sid)
+      local s = sraw and sget(sraw) or {}
+      -- A record is what makes a redelivered session.ended a duplicate, so
+      -- it stays for 3 days after it was written, however old its ts.
+      if not (s.w and s.w > now - 259200000) then
+        if s.d then redis.call('ZREM', P .. 'hd:' .. s.d, sid) end
+        redis.call('HDEL', P .. 'ss', sid)
+        redis.call('ZREM', P .. 'hist', sid)
+        redis.call('ZREM', P .. 'ends', sid)
+        redis.call('ZREM', P .. 'live', sid)
+      end
     end
   end
 end

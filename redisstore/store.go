@@ -252,7 +252,6 @@ type call struct {
 	done   bool
 	// what the caller needs to route the reply
 	idx []int
-	ws  string
 }
 
 // wrap turns a Redis error into a fleet error: anything that says the store

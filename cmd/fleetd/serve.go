@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -45,6 +47,7 @@ type serveConfig struct {
 	clientIPHeader   string
 	maxWorkspaces    int
 	logLevel         string
+	debugAddr        string
 	logFormat        string
 }
 
@@ -74,6 +77,7 @@ func serveFlags(stderr io.Writer) (*flagSet, *serveConfig) {
 	fs.DurationVar(&c.authFailRefill, "auth-fail-refill", time.Second, "one failed authentication is forgiven per client every this long")
 	fs.StringVar(&c.clientIPHeader, "client-ip-header", "", "header whose first address identifies the client (e.g. X-Forwarded-For), only behind a proxy that sets it; default: the connection's address")
 	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060) for CPU and allocation profiles; never expose it")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	return fs, c
@@ -183,6 +187,17 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("listen: %w", err)
 	}
 	ln := newGateListener(tcpln)
+	if c.debugAddr != "" {
+		dln, err := net.Listen("tcp", c.debugAddr)
+		if err != nil {
+			ln.Close()
+			batcher.Close()
+			return fmt.Errorf("debug listen: %w", err)
+		}
+		defer dln.Close()
+		go http.Serve(dln, pprofMux())
+		log.Info("pprof listening", "addr", dln.Addr().String())
+	}
 	log.Info("fleetd listening", "addr", ln.Addr().String(), "embedded_redis", embedded != nil, "cluster", len(c.redis.clusterAddrs()) > 0)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
@@ -249,3 +264,14 @@ func (l fasthttpLogger) Printf(format string, args ...any) {
 }
 
 var _ fleet.Ingester = (*redisstore.Store)(nil)
+
+// pprofMux serves the runtime profiles of net/http/pprof.
+func pprofMux() *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/debug/pprof/", pprof.Index)
+	m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return m
+}
