@@ -39,5 +39,10 @@ run:
 bench: deps build
 	@scripts/bench.sh
 
+# soak (not in CI): 10 minutes at half the max rate, sampling RSS,
+# goroutines and p99 every 10 s into bench-out/soak.tsv.
+soak: deps
+	@scripts/soak.sh
+
 clean:
 	rm -rf bin bench-out

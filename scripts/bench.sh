@@ -27,7 +27,7 @@ lt baseline --baseline --duration "${secs}s"
 lt single --target http://127.0.0.1:$fport --duration "${secs}s"
 lt batch100 --target http://127.0.0.1:$fport --duration "${secs}s" --batch 100
 half=$(field single "int(l['events_per_sec']/2)")
-lt open-half --target http://127.0.0.1:$fport --duration "${secs}s" --rate "$half"
+lt open-half --target http://127.0.0.1:$fport --duration "${secs}s" --rate "$half" --connections 512
 
 base=$(field baseline "l['requests_per_sec']")
 printf '%-34s %12s %10s %10s\n' run events/s ratio p99
