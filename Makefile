@@ -3,9 +3,9 @@ GO        ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS      = ./...
 
-.PHONY: test deps fmt-check vet staticcheck unit cluster run build bench soak clean
+.PHONY: test deps fmt-check vet staticcheck unit cluster fuzz run build bench soak clean
 
-test: deps fmt-check vet staticcheck unit cluster
+test: deps fmt-check vet staticcheck unit cluster fuzz
 
 # deps installs the real servers the integration tests talk to, when missing.
 deps:
@@ -29,6 +29,10 @@ unit:
 CLUSTER_PKGS = ./redisstore ./cmd/fleetd ./api
 cluster:
 	FLEETD_TEST_BACKEND=cluster $(GO) test -race -count=1 -timeout 20m $(CLUSTER_PKGS)
+
+# fuzz runs every fuzz target for FUZZTIME (default 10s) each.
+fuzz:
+	@scripts/fuzz.sh
 
 build:
 	$(GO) build -o bin/fleetd ./cmd/fleetd

@@ -27,7 +27,10 @@ func (s *Server) listDevices(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var f fleet.DeviceFilter
-	if v := args.Peek("online"); v != nil {
+	// Has, not Peek: fasthttp may answer an empty value with nil or with
+	// an empty slice, and "?online=" must be a 400 wherever it stands.
+	if args.Has("online") {
+		v := args.Peek("online")
 		var on bool
 		switch string(v) {
 		case "true":

@@ -95,6 +95,11 @@ func (s *Server) inviteMember(ctx *fasthttp.RequestCtx) {
 // which the store's member cursors cannot carry.
 func normalizeEmail(s string) (string, error) {
 	bad := fleet.Errorf(fleet.EINVALID, "email must be a plain address such as dev@acme.com")
+	// Lower-casing can lengthen a string (U+023A → U+2C65): the limit
+	// applies to what is stored.
+	if len(strings.ToLower(s)) > maxEmailLen {
+		return "", bad
+	}
 	if s == "" || len(s) > maxEmailLen || strings.Count(s, "@") != 1 || strings.ContainsAny(s, "\"<> \t\r\n") {
 		return "", bad
 	}

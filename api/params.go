@@ -68,7 +68,7 @@ func textParam(args *fasthttp.Args, name string) (string, error) {
 	if len(v) == 0 {
 		return "", nil
 	}
-	if len(v) > maxTextParam || !utf8.Valid(v) {
+	if !utf8.Valid(v) || utf8.RuneCount(v) > maxTextParam {
 		return "", fleet.Errorf(fleet.EINVALID, "%s must be at most %d characters of UTF-8", name, maxTextParam)
 	}
 	return string(v), nil

@@ -81,7 +81,9 @@ func parseBound(name string, v []byte) (time.Time, error) {
 		str = str[:i] + "+" + str[i+1:]
 	}
 	t, err := time.Parse(time.RFC3339, str)
-	if err != nil {
+	// The reply echoes bounds in UTC: one outside years 0000-9999 there
+	// could not be written back as RFC 3339.
+	if y := t.UTC().Year(); err != nil || y < 0 || y > 9999 {
 		return t, fleet.Errorf(fleet.EINVALID, "%s must be an RFC 3339 time such as 2026-06-01T00:00:00Z", name)
 	}
 	return t.UTC().Truncate(time.Millisecond), nil

@@ -179,6 +179,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		NoDefaultServerHeader: true,
 		NoDefaultDate:         true,
 		CloseOnShutdown:       true,
+		SecureErrorLogMessage: true,
 		Logger:                fasthttpLogger{log},
 	}
 	tcpln, err := net.Listen("tcp", c.addr)
@@ -256,11 +257,39 @@ func randomAlnum(n int) string {
 }
 
 // fasthttpLogger routes fasthttp's own messages to slog at debug level:
-// they are per-connection noise (timeouts, resets) under abuse.
+// they are per-connection noise (timeouts, resets) under abuse. fasthttp
+// quotes the offending request bytes in them (a header line that did not
+// parse may carry an API key or a webhook secret), so only the text
+// outside quotes is kept, cut short.
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Debug("http: " + fmt.Sprintf(format, args...))
+	l.log.Debug("http: " + redactQuoted(fmt.Sprintf(format, args...)))
+}
+
+// redactQuoted replaces every quoted part of msg by "…" and keeps at most
+// 160 bytes; an unterminated quote hides the rest.
+func redactQuoted(msg string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexAny(msg, "\"'`")
+		if i < 0 {
+			b.WriteString(msg)
+			break
+		}
+		b.WriteString(msg[:i])
+		b.WriteString("…")
+		j := strings.IndexByte(msg[i+1:], msg[i])
+		if j < 0 {
+			break
+		}
+		msg = msg[i+1+j+1:]
+	}
+	out := b.String()
+	if len(out) > 160 {
+		out = out[:160] + "…"
+	}
+	return out
 }
 
 var _ fleet.Ingester = (*redisstore.Store)(nil)

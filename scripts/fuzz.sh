@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# fuzz.sh runs every fuzz target of the repository (every `func FuzzX` in a
+# _test.go file) for FUZZTIME each (default 10s), one after another, and
+# stops at the first failure. A failing input is left by `go test` under
+# the package's testdata/fuzz/FuzzX/: commit it with the fix, it then runs
+# as a regular test case.
+#
+#   scripts/fuzz.sh                 # all targets, 10s each
+#   FUZZTIME=60s scripts/fuzz.sh    # longer
+#   scripts/fuzz.sh ./api           # only the targets under ./api
+#
+# The default keeps the whole pass around a minute and a half (nine
+# targets), so `make test` can afford it.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+FUZZTIME="${FUZZTIME:-10s}"
+GO="${GO:-go}"
+dirs=("${@:-.}")
+
+# "./path/to/file_test.go:12:func FuzzName(f *testing.F) {" → "./path/to FuzzName"
+targets=$(grep -rn '^func Fuzz' --include='*_test.go' --exclude-dir=testdata --exclude-dir=.git "${dirs[@]}" |
+	while IFS=: read -r file _ decl; do
+		name=${decl#func }
+		echo "./$(dirname "${file#./}") ${name%%(*}"
+	done | sort -u)
+if [ -z "$targets" ]; then
+	echo "fuzz.sh: no fuzz targets found under ${dirs[*]}" >&2
+	exit 1
+fi
+
+n=$(printf '%s\n' "$targets" | wc -l)
+echo "fuzz.sh: $n targets, $FUZZTIME each"
+start=$SECONDS
+i=0
+while read -r pkg name; do
+	i=$((i + 1))
+	echo "--- [$i/$n] $name ($pkg)"
+	# -run '^$': the package's regular tests run in `go test`, not here.
+	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"; then
+		echo "fuzz.sh: $name in $pkg FAILED; the failing input is in $pkg/testdata/fuzz/$name/" >&2
+		exit 1
+	fi
+done <<<"$targets"
+echo "fuzz.sh: all $n targets passed in $((SECONDS - start))s"
