@@ -92,15 +92,26 @@ local liveBound, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local touched = {} -- prefix → true when a session ended there, false otherwise
 local marked = {}  -- prefixes whose seen set got a new id
+local names = {}   -- prefix → its key names, built once per call
+local function keysOf(P)
+  local k = names[P]
+  if not k then
+    k = {dev = P .. 'dev', on = P .. 'on', ss = P .. 'ss', hist = P .. 'hist', live = P .. 'live',
+      seenA = P .. 'seen:' .. day, seenB = P .. 'seen:' .. (day - 1)}
+    names[P] = k
+  end
+  return k
+end
 for i = 5, #ARGV, 8 do
   local P, typ, id, ts, d = ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3]), ARGV[i+4]
   local sid, x, dur = ARGV[i+5], ARGV[i+6], tonumber(ARGV[i+7])
-  local DEV = P .. 'dev'
+  local K = keysOf(P)
+  local DEV = K.dev
   local raw = redis.call('HGET', DEV, d)
   local r = 0
   if not raw then
     r = 9
-  elseif id ~= '' and (redis.call('SISMEMBER', P .. 'seen:' .. (day - 1), id) == 1 or redis.call('SADD', P .. 'seen:' .. day, id) == 0) then
+  elseif id ~= '' and (redis.call('SISMEMBER', K.seenB, id) == 1 or redis.call('SADD', K.seenA, id) == 0) then
     -- Seen yesterday or today (the SADD also marks it for redeliveries).
     r = 1
   else
@@ -112,34 +123,33 @@ for i = 5, #ARGV, 8 do
         r = 2
       else
         dev.ot = ts
-        if x == '1' then
-          dev.on = 1
-          redis.call('ZADD', P .. 'on', 0, d)
-        else
-          dev.on = 0
-          redis.call('ZREM', P .. 'on', d)
+        local on = 0
+        if x == '1' then on = 1 end
+        if on ~= dev.on then
+          dev.on = on
+          if on == 1 then redis.call('ZADD', K.on, 0, d) else redis.call('ZREM', K.on, d) end
         end
       end
     elseif typ == '4' then
-      local sraw = redis.call('HGET', P .. 'ss', sid)
+      local sraw = redis.call('HGET', K.ss, sid)
       if sraw then
         local s = sget(sraw)
         if s.en and not s.st then
           s.st = ts
-          redis.call('HSET', P .. 'ss', sid, sput(s))
-          redis.call('ZADD', P .. 'hist', ts, sid)
+          redis.call('HSET', K.ss, sid, sput(s))
+          redis.call('ZADD', K.hist, ts, sid)
           redis.call('ZADD', P .. 'hd:' .. s.d, ts, sid)
         else
           r = 1
         end
       else
-        redis.call('HSET', P .. 'ss', sid, sput({d = d, st = ts, w = now}))
-        redis.call('ZADD', P .. 'hist', ts, sid)
+        redis.call('HSET', K.ss, sid, sput({d = d, st = ts, w = now}))
+        redis.call('ZADD', K.hist, ts, sid)
         redis.call('ZADD', P .. 'hd:' .. d, ts, sid)
-        if ts >= now - liveBound then redis.call('ZADD', P .. 'live', ts, sid) end
+        if ts >= now - liveBound then redis.call('ZADD', K.live, ts, sid) end
       end
     elseif typ == '5' then
-      local sraw = redis.call('HGET', P .. 'ss', sid)
+      local sraw = redis.call('HGET', K.ss, sid)
       local s = {d = d}
       if sraw then s = sget(sraw) end
       if s.en then
@@ -150,13 +160,13 @@ for i = 5, #ARGV, 8 do
           if s.st and ts > s.st then dur = math.floor((ts - s.st) / 1000) end
         end
         s.en, s.du, s.s, s.w = ts, dur, x, now
-        redis.call('HSET', P .. 'ss', sid, sput(s))
+        redis.call('HSET', K.ss, sid, sput(s))
         if s.st then
-          redis.call('ZREM', P .. 'live', sid)
+          redis.call('ZREM', K.live, sid)
         else
           -- Listed at its end minus its duration until its start arrives.
           local at = ts - dur * 1000
-          redis.call('ZADD', P .. 'hist', at, sid)
+          redis.call('ZADD', K.hist, at, sid)
           redis.call('ZADD', P .. 'hd:' .. s.d, at, sid)
         end
         redis.call('ZADD', P .. 'ends', ts, sid)
@@ -178,17 +188,19 @@ for i = 5, #ARGV, 8 do
     elseif typ == '3' then
       redis.call('HDEL', DEV, d)
       redis.call('ZREM', P .. 'devs', d)
-      redis.call('ZREM', P .. 'on', d)
+      redis.call('ZREM', K.on, d)
       dev = nil
     end
-    if r == 0 and dev then
+    -- The record changes with an online change, or when the event is the
+    -- newest about the device (last seen).
+    if r == 0 and dev and (typ == '2' or ts > dev.ls) then
       if ts > dev.ls then dev.ls = ts end
       redis.call('HSET', DEV, d, dput(dev))
     end
   end
   out[#out + 1] = r
 end
-for P in pairs(marked) do redis.call('EXPIRE', P .. 'seen:' .. day, 259200) end
+for P in pairs(marked) do redis.call('EXPIRE', names[P].seenA, 259200) end
 for P, ended in pairs(touched) do
   redis.call('ZREMRANGEBYSCORE', P .. 'live', '-inf', '(' .. string.format('%d', now - liveBound))
   if ended then
