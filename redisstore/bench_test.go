@@ -30,8 +30,9 @@ func redisCPU(tb testing.TB, s *Store) float64 {
 
 // benchApply applies batches of 100 events made by gen and reports Redis
 // CPU per event, the figure that bounds ingest throughput on one Redis.
-func benchApply(b *testing.B, gen func(i int) fleet.Event) {
+func benchApply(b *testing.B, perWorkspace bool, gen func(i int) fleet.Event) {
 	s, _ := MustOpenSingle(b)
+	s.cluster = perWorkspace // grouping only: the client stays a single-node one
 	s.SetClock(time.Now)
 	var regs []fleet.Event
 	for d := range 1000 {
@@ -60,14 +61,18 @@ func benchApply(b *testing.B, gen func(i int) fleet.Event) {
 
 func BenchmarkApplyOnline(b *testing.B) {
 	ts := time.Now().Add(-time.Hour).UnixMilli()
-	benchApply(b, func(i int) fleet.Event {
+	gen := func(i int) fleet.Event {
 		return fleet.Event{Type: fleet.EventOnlineChanged, DeviceID: fmt.Sprintf("d%d", i%1000), Online: i%2 == 0, TS: ts + int64(i), ID: fmt.Sprintf("e%d", i), DurationSec: -1}
-	})
+	}
+	b.Run("one-call-per-commit", func(b *testing.B) { benchApply(b, false, gen) })
+	// What a cluster must do (and what a single Redis did before): one
+	// script call per workspace of the commit.
+	b.Run("one-call-per-workspace", func(b *testing.B) { benchApply(b, true, gen) })
 }
 
 func BenchmarkApplySessions(b *testing.B) {
 	ts := time.Now().Add(-time.Hour).UnixMilli()
-	benchApply(b, func(i int) fleet.Event {
+	benchApply(b, false, func(i int) fleet.Event {
 		e := fleet.Event{DeviceID: fmt.Sprintf("d%d", (i/2)%1000), SessionID: fmt.Sprintf("s%d", i/2), TS: ts + int64(i), ID: fmt.Sprintf("e%d", i), DurationSec: -1}
 		if i%2 == 0 {
 			e.Type = fleet.EventSessionStarted
