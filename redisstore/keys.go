@@ -51,7 +51,10 @@ import (
 //     are kept in the bucket because the index is unset.
 //   - move W0 → W: (1) record in W carrying W0's presence, (2) index → W,
 //     (3) evict from W0. A crash in between leaves the device in both for a
-//     moment, never in neither; the redelivery finishes it.
+//     moment, never in neither; the redelivery finishes it. An event that
+//     another replica routes to W0 between (2) and (3) lands in W0's copy
+//     and is dropped with it: registrations of a device in a new
+//     workspace are rare, and its next presence event corrects it.
 //   - delete: (1) drop the record in W, (2) drop the index if it still says W.
 //     After a crash between them the index points at a workspace without the
 //     device; the next event sees that, clears the index and is kept as for
