@@ -36,10 +36,24 @@ i=0
 while read -r pkg name; do
 	i=$((i + 1))
 	echo "--- [$i/$n] $name ($pkg)"
+	corpus="$pkg/testdata/fuzz/$name"
+	before=$( (ls "$corpus" 2>/dev/null || true) | wc -l)
+	log=$(mktemp)
 	# -run '^$': the package's regular tests run in `go test`, not here.
-	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg"; then
-		echo "fuzz.sh: $name in $pkg FAILED; the failing input is in $pkg/testdata/fuzz/$name/" >&2
-		exit 1
+	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "$pkg" 2>&1 | tee "$log"; then
+		after=$( (ls "$corpus" 2>/dev/null || true) | wc -l)
+		# Go 1.26's fuzz coordinator can report its own -fuzztime deadline
+		# as a failure ("context deadline exceeded", golang/go#75804, fixed
+		# in Go 1.27) without any failing input. A real failure writes its
+		# input to testdata/fuzz/<target>/, so only that fails the pass.
+		if [ "$after" = "$before" ] && grep -q "context deadline exceeded" "$log"; then
+			echo "fuzz.sh: $name stopped on Go's fuzztime deadline race (golang/go#75804), no failing input: counted as passed"
+		else
+			echo "fuzz.sh: $name in $pkg FAILED; the failing input is in $corpus/" >&2
+			rm -f "$log"
+			exit 1
+		fi
 	fi
+	rm -f "$log"
 done <<<"$targets"
 echo "fuzz.sh: all $n targets passed in $((SECONDS - start))s"
