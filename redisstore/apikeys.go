@@ -135,6 +135,9 @@ func (s *Store) TouchKey(ctx context.Context, id string, t time.Time) error {
 	return wrap("touch key", s.rdb.HSet(ctx, apiKeyKey(h), "u", t.UnixMilli()).Err())
 }
 
+// statsChunk is how many workspaces one Stats pipeline reads.
+const statsChunk = 5000
+
 // Stats implements fleet.StatsReader: one pipeline over every known
 // workspace (go-redis splits it per node on a cluster).
 func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
@@ -146,23 +149,28 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 	}
 	now, _ := s.clock()
 	minLive := strconv.FormatInt(now-s.cfg.LiveSessionBound.Milliseconds(), 10)
-	pipe := s.rdb.Pipeline()
 	type cmds struct {
 		devs, on, live *redis.IntCmd
 		tot, secm      *redis.MapStringStringCmd
 	}
 	cs := make([]cmds, len(wss))
-	for i, ws := range wss {
-		cs[i] = cmds{
-			devs: pipe.ZCard(ctx, wsKey(ws, "devs")),
-			on:   pipe.ZCard(ctx, wsKey(ws, "on")),
-			live: pipe.ZCount(ctx, wsKey(ws, "live"), minLive, "+inf"),
-			tot:  pipe.HGetAll(ctx, wsKey(ws, "tot")),
-			secm: pipe.HGetAll(ctx, wsKey(ws, "secm")),
+	// Pipelines of statsChunk workspaces, so that neither side buffers
+	// the replies of every workspace at once past the tested 10,000.
+	for lo := 0; lo < len(wss); lo += statsChunk {
+		pipe := s.rdb.Pipeline()
+		for i := lo; i < min(lo+statsChunk, len(wss)); i++ {
+			ws := wss[i]
+			cs[i] = cmds{
+				devs: pipe.ZCard(ctx, wsKey(ws, "devs")),
+				on:   pipe.ZCard(ctx, wsKey(ws, "on")),
+				live: pipe.ZCount(ctx, wsKey(ws, "live"), minLive, "+inf"),
+				tot:  pipe.HGetAll(ctx, wsKey(ws, "tot")),
+				secm: pipe.HGetAll(ctx, wsKey(ws, "secm")),
+			}
 		}
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, wrap("stats", err)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, wrap("stats", err)
+		}
 	}
 	out := make([]fleet.WorkspaceStats, len(wss))
 	for i, ws := range wss {
