@@ -89,6 +89,7 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results [
 		now, day := s.clock()
 		var calls []*call
 		byWS := map[string]*call{}
+		prefixes := map[string]string{} // workspace → key prefix, built once per attempt
 		byBucket := map[uint32]*call{}
 		for _, i := range work {
 			e := &events[i]
@@ -107,7 +108,12 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results [
 					byWS[group] = c
 					calls = append(calls, c)
 				}
-				c.args = eventArgs(append(c.args, wsPrefix(ws)), e)
+				prefix, ok := prefixes[ws]
+				if !ok {
+					prefix = wsPrefix(ws)
+					prefixes[ws] = prefix
+				}
+				c.args = eventArgs(append(c.args, prefix), e)
 				c.idx = append(c.idx, i)
 				continue
 			}
