@@ -11,14 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SECS:-10}; conns=${CONNS:-64}
 out=${OUT:-bench-out}; mkdir -p "$out"
-tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-go build -o "$tmp/fleetd" ./cmd/fleetd
-rport=$((20000 + RANDOM % 10000)); fport=$((30000 + RANDOM % 10000))
-redis-server --port $rport --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >/dev/null &
-until redis-cli -p $rport ping >/dev/null 2>&1; do sleep 0.1; done
-export FLEETD_REDIS_URL=redis://127.0.0.1:$rport FLEETD_WEBHOOK_SECRET=bench-secret
-"$tmp/fleetd" --addr 127.0.0.1:$fport --log-level warn &
-until curl -sf localhost:$fport/readyz >/dev/null; do sleep 0.1; done
+. scripts/stack.sh
 
 lt() { local name=$1; shift; "$tmp/fleetd" loadtest --progress off --devices 10000 --workspaces 20 --connections "$conns" --json "$out/$name.json" --html "$out/$name.html" "$@" > "$out/$name.txt" 2>&1 || { cat "$out/$name.txt"; exit 1; }; }
 field() { python3 -c "import json,sys; d=json.load(open('$out/$1.json')); l=d['load']; p={x['percentile']:x['ms'] for x in d['latency_percentiles']}; print($2)"; }

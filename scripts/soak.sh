@@ -8,14 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 soak=${SOAK:-10m}; out=${OUT:-bench-out}; mkdir -p "$out"
-tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-go build -o "$tmp/fleetd" ./cmd/fleetd
-rport=$((20000 + RANDOM % 10000)); fport=$((30000 + RANDOM % 10000))
-redis-server --port $rport --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >/dev/null &
-until redis-cli -p $rport ping >/dev/null 2>&1; do sleep 0.1; done
-export FLEETD_REDIS_URL=redis://127.0.0.1:$rport FLEETD_WEBHOOK_SECRET=soak-secret
-"$tmp/fleetd" --addr 127.0.0.1:$fport --log-level warn &
-until curl -sf localhost:$fport/readyz >/dev/null; do sleep 0.1; done
+FLEETD_WEBHOOK_SECRET=soak-secret
+. scripts/stack.sh
 target=http://127.0.0.1:$fport
 
 # The maximum single-event rate, then half of it for the soak.

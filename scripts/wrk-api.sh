@@ -5,16 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}; conns=${2:-64}
-tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
-go build -o "$tmp/fleetd" ./cmd/fleetd
-go build -o "$tmp/bare" ./internal/barehttp
-rport=$((20000 + RANDOM % 10000)); fport=$((30000 + RANDOM % 10000)); bport=$((40000 + RANDOM % 10000))
-redis-server --port $rport --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >/dev/null &
-"$tmp/bare" --addr 127.0.0.1:$bport &
-until redis-cli -p $rport ping >/dev/null 2>&1; do sleep 0.1; done
-export FLEETD_REDIS_URL=redis://127.0.0.1:$rport FLEETD_WEBHOOK_SECRET=bench-secret
-"$tmp/fleetd" --addr 127.0.0.1:$fport --log-level warn &
-until curl -sf localhost:$fport/readyz >/dev/null; do sleep 0.1; done
+BARE=1
+. scripts/stack.sh
 KEY=$("$tmp/fleetd" keys create --workspace bench 2>/dev/null)
 for ((b = 0; b < 10000; b += 1000)); do
   body=$(python3 -c "import json;print(json.dumps([{'type':'device.registered','qdDeviceId':f'ad{i}','workspaceId':'bench','name':f'n{i}','os':'Linux'} for i in range($b,$b+1000)]))")

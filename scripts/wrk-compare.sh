@@ -6,16 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}; conns=${2:-64}
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install wrk" >&2; exit 1; }
-tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
-go build -o "$tmp/fleetd" ./cmd/fleetd
-go build -o "$tmp/bare" ./internal/barehttp
-rport=$((20000 + RANDOM % 10000)); fport=$((30000 + RANDOM % 10000)); bport=$((40000 + RANDOM % 10000))
-redis-server --port $rport --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >/dev/null &
-"$tmp/bare" --addr 127.0.0.1:$bport &
-sleep 0.3
-FLEETD_REDIS_URL=redis://127.0.0.1:$rport FLEETD_WEBHOOK_SECRET=bench-secret "$tmp/fleetd" --addr 127.0.0.1:$fport --log-level warn &
-until curl -sf localhost:$fport/readyz >/dev/null; do sleep 0.1; done
-export DEVICES=10000 SECRET=bench-secret
+BARE=1
+. scripts/stack.sh
+export DEVICES=10000 SECRET=$FLEETD_WEBHOOK_SECRET
 # Register the devices over 10 workspaces.
 for ((b = 0; b < DEVICES; b += 1000)); do
   body=$(python3 -c "import json;print(json.dumps([{'type':'device.registered','qdDeviceId':f'bd{i}','workspaceId':f'bw{i%10}','name':f'n{i}','os':'Linux'} for i in range($b,$b+1000)]))")
