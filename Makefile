@@ -22,13 +22,13 @@ staticcheck:
 	$(STATICCHECK) $(PKGS)
 
 unit:
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -race -count=1 -timeout 8m $(PKGS)
 
 # cluster runs the store and end-to-end suites again on a real 3-master,
 # 3-replica Redis Cluster started by the tests.
 CLUSTER_PKGS = ./redisstore ./cmd/fleetd ./api
 cluster:
-	FLEETD_TEST_BACKEND=cluster $(GO) test -race -count=1 -timeout 20m $(CLUSTER_PKGS)
+	FLEETD_TEST_BACKEND=cluster $(GO) test -race -count=1 -timeout 8m $(CLUSTER_PKGS)
 
 # fuzz runs every fuzz target for FUZZTIME (default 10s) each.
 fuzz:

@@ -116,13 +116,11 @@ func TestRevokedKeyRefusedWithinTTL(t *testing.T) {
 		if r.Status != 200 {
 			t.Fatalf("%d %s", r.Status, r.Body)
 		}
+		// The bound is the TTL; the slack is for a loaded machine only.
 		if time.Since(revokedAt) > ttl+time.Second {
 			t.Fatalf("revoked key still accepted after %v (ttl %v)", time.Since(revokedAt), ttl)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if d := time.Since(revokedAt); d > ttl+500*time.Millisecond {
-		t.Fatalf("refused only after %v", d)
 	}
 }
 
@@ -227,18 +225,26 @@ func TestKeyCache(t *testing.T) {
 	})
 
 	t.Run("expiry", func(t *testing.T) {
-		c := newKeyCache(20 * time.Millisecond)
+		const ttl = 50 * time.Millisecond
+		c := newKeyCache(ttl)
 		var calls atomic.Int64
 		load := finder(func() (fleet.APIKey, error) {
 			calls.Add(1)
 			return fleet.APIKey{ID: "k", Workspace: "w"}, nil
 		})
+		t0 := time.Now()
 		c.resolve(hashOf(1), load)
 		c.resolve(hashOf(1), load)
-		time.Sleep(30 * time.Millisecond)
+		// Within the TTL the second lookup is a hit; a machine too slow to
+		// make two calls within 50ms has legitimately expired the entry.
+		if time.Since(t0) < ttl && calls.Load() != 1 {
+			t.Fatalf("%d loads within the TTL, want 1", calls.Load())
+		}
+		before := calls.Load()
+		time.Sleep(ttl + 10*time.Millisecond)
 		e, _ := c.resolve(hashOf(1), load)
-		if calls.Load() != 2 || e.p == nil || e.p.workspace != "w" {
-			t.Fatalf("%d loads, entry %+v", calls.Load(), e)
+		if calls.Load() != before+1 || e.p == nil || e.p.workspace != "w" {
+			t.Fatalf("%d loads after expiry (had %d), entry %+v", calls.Load(), before, e)
 		}
 	})
 

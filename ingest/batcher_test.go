@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,9 +18,11 @@ type recorder struct {
 	mu      sync.Mutex
 	commits [][]fleet.Event
 	gate    chan struct{}
+	entered atomic.Int32 // Apply calls begun
 }
 
 func (r *recorder) Apply(ctx context.Context, events []fleet.Event, results []fleet.Result) error {
+	r.entered.Add(1)
 	if r.gate != nil {
 		select {
 		case <-r.gate:
@@ -73,10 +76,18 @@ func TestBatcherQueueFull(t *testing.T) {
 	rec := &recorder{gate: make(chan struct{})}
 	b := NewBatcher(rec, Config{Workers: 1, QueueEvents: 10, MaxBatch: 5, CommitTimeout: 5 * time.Second})
 	errs := make(chan error, 3)
-	for range 3 { // 1 taken by the worker (blocked), then 5+5 fill the queue
+	submit := func() {
 		go func() { errs <- b.Submit(context.Background(), evs(5, 0), make([]fleet.Result, 5)) }()
 	}
-	time.Sleep(100 * time.Millisecond) // let them queue; correctness does not depend on it
+	submit() // taken by the worker, which blocks on the gate
+	for rec.entered.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	submit() // 5+5 fill the queue
+	submit()
+	for b.queued.Load() < 10 {
+		time.Sleep(time.Millisecond)
+	}
 	err := b.Submit(context.Background(), evs(5, 0), make([]fleet.Result, 5))
 	if !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("err = %v, want ErrQueueFull", err)
@@ -106,10 +117,19 @@ func TestBatcherCloseFlushesQueue(t *testing.T) {
 	rec := &recorder{gate: make(chan struct{})}
 	b := NewBatcher(rec, Config{Workers: 1, CommitTimeout: 5 * time.Second})
 	errs := make(chan error, 5)
-	for i := range 5 {
+	submit := func(i int) {
 		go func() { errs <- b.Submit(context.Background(), evs(2, int64(i)), make([]fleet.Result, 2)) }()
 	}
-	for b.queued.Load() < 8 { // one job is with the worker, four wait
+	// The first job goes to the worker, which blocks on the gate; only then
+	// are the other four queued, so they are certainly waiting at Close.
+	submit(0)
+	for rec.entered.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for i := 1; i < 5; i++ {
+		submit(i)
+	}
+	for b.queued.Load() < 8 || len(b.queue) < 4 {
 		time.Sleep(time.Millisecond)
 	}
 	go func() { time.Sleep(20 * time.Millisecond); close(rec.gate) }()
