@@ -71,3 +71,14 @@ func writeErrorBodyRetry(ctx *fasthttp.RequestCtx, status int, name, msg string,
 	b.Write(buf)
 	return status
 }
+
+// RawErrorResponse is the whole HTTP/1.1 response, Connection: close, for
+// err answered outside any handler: a connection refused at the connection
+// limit gets the same JSON body and Retry-After as every other error.
+func RawErrorResponse(err error) []byte {
+	var ctx fasthttp.RequestCtx
+	status, name := statusOf(fleet.ErrorCode(err))
+	writeErrorBody(&ctx, status, name, fleet.ErrorMessage(err))
+	ctx.Response.SetConnectionClose()
+	return []byte(ctx.Response.String())
+}

@@ -119,3 +119,21 @@ func (a *API) Observe(route string, code int, seconds float64) {
 	s.requests.Inc()
 	s.duration.Observe(seconds)
 }
+
+// Connections are the listener's metrics: connections open now, and those
+// refused at the connection limit.
+type Connections struct {
+	Refused prometheus.Counter
+}
+
+// NewConnections registers the connection metrics with reg; open reports
+// the connections open now.
+func NewConnections(reg prometheus.Registerer, open func() float64) *Connections {
+	c := &Connections{Refused: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fleetd_connections_refused_total", Help: "Connections refused with 503 because --concurrency connections were open.",
+	})}
+	reg.MustRegister(c.Refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "fleetd_connections_open", Help: "Client connections open now.",
+	}, open))
+	return c
+}

@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -165,4 +167,79 @@ func TestFailedAuthThrottle(t *testing.T) {
 	}
 	// The good client (same address) still gets through.
 	wantCounts(t, d.webhook(t, body), 1, 0, 0, 0)
+}
+
+// TestConnectionLimitAnswersJSON: a connection over --concurrency gets the
+// JSON 503 with Retry-After (never fasthttp's plain text), is counted, and
+// the limit frees up when a connection closes.
+func TestConnectionLimitAnswersJSON(t *testing.T) {
+	srv := redistest.Start(t)
+	d := MustStart(t, map[string]string{"FLEETD_REDIS_URL": srv.URL, "FLEETD_WEBHOOK_SECRET": testSecret}, "--concurrency", "3")
+	addr := strings.TrimPrefix(d.base, "http://")
+	get := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	var held []net.Conn
+	for range 3 { // fill the limit with kept-alive connections, each served once
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte(get))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("held connection: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		held = append(held, c)
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte(get))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the refusal: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !resp.Close ||
+		resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("refusal: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	var e struct {
+		Error   string `json:"error"`
+		Status  int    `json:"status"`
+		Message string `json:"message"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error != "unavailable" || e.Status != 503 || !strings.Contains(e.Message, "--concurrency") {
+		t.Fatalf("refusal body %s (%v)", body, err)
+	}
+
+	held[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for { // the slot is free once the server saw the close
+		if code := rawStatus(t, d, get); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a closed connection never gave its slot back")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	held[1].Close()
+	held[2].Close()
+	var m reply
+	for m = do(t, nil, "GET", d.base+"/metrics", ""); m.code != 200; m = do(t, nil, "GET", d.base+"/metrics", "") {
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics: %d", m.code)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !regexp.MustCompile(`(?m)^fleetd_connections_refused_total [1-9]`).MatchString(m.raw) {
+		t.Fatalf("refusals not counted:\n%s", m.raw)
+	}
 }

@@ -69,7 +69,7 @@ func serveFlags(stderr io.Writer) (*flagSet, *serveConfig) {
 	fs.DurationVar(&c.readTimeout, "read-timeout", 10*time.Second, "bound for reading a whole request (slow clients are cut off)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", 10*time.Second, "bound for writing a response")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 60*time.Second, "how long an idle keep-alive connection is kept")
-	fs.IntVar(&c.concurrency, "concurrency", 64*1024, "most connections served at once")
+	fs.IntVar(&c.concurrency, "concurrency", 64*1024, "most client connections open at once; one more is answered 503 (JSON, Retry-After) and closed; 0: no limit")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "bound of a graceful shutdown (finish requests, flush the queue)")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", time.Second, "after SIGTERM, how long requests on kept-alive connections are answered 503 + Connection: close before idle connections are closed")
 	fs.DurationVar(&c.keyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a resolved API key is trusted; a revoked key is refused within this time")
@@ -174,14 +174,16 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	srv := api.New(apiCfg)
 	hs := &fasthttp.Server{
-		Handler:               srv.Handler(),
-		ErrorHandler:          api.ErrorHandler,
-		Name:                  "fleetd",
-		ReadTimeout:           c.readTimeout,
-		WriteTimeout:          c.writeTimeout,
-		IdleTimeout:           c.idleTimeout,
-		MaxRequestBodySize:    c.maxBodyBytes,
-		Concurrency:           c.concurrency,
+		Handler:            srv.Handler(),
+		ErrorHandler:       api.ErrorHandler,
+		Name:               "fleetd",
+		ReadTimeout:        c.readTimeout,
+		WriteTimeout:       c.writeTimeout,
+		IdleTimeout:        c.idleTimeout,
+		MaxRequestBodySize: c.maxBodyBytes,
+		// The listener enforces --concurrency with a JSON answer; fasthttp's
+		// own plain-text refusal must never come first.
+		Concurrency:           max(2*c.concurrency, 1<<20),
 		NoDefaultServerHeader: true,
 		NoDefaultDate:         true,
 		CloseOnShutdown:       true,
@@ -193,7 +195,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		batcher.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
-	ln := newGateListener(tcpln)
+	var conns *metrics.Connections
+	ln := newGateListener(tcpln, c.concurrency, api.RawErrorResponse(errConnLimit), func() { conns.Refused.Inc() })
+	conns = metrics.NewConnections(reg, func() float64 { return float64(ln.open.Load()) })
 	if c.debugAddr != "" {
 		dln, err := net.Listen("tcp", c.debugAddr)
 		if err != nil {
@@ -299,6 +303,9 @@ func redactQuoted(msg string) string {
 }
 
 var _ fleet.Ingester = (*redisstore.Store)(nil)
+
+// errConnLimit answers a connection over --concurrency.
+var errConnLimit = &fleet.Error{Code: fleet.EUNAVAILABLE, Message: "fleetd is serving as many connections as --concurrency allows; retry later or on another replica"}
 
 // pprofMux serves the runtime profiles of net/http/pprof.
 func pprofMux() *http.ServeMux {
