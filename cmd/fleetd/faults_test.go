@@ -23,6 +23,8 @@ import (
 type loadRun struct {
 	out  *syncBuffer
 	done chan error
+	// diag, if set, adds what the test knows of the system to a failure.
+	diag func() string
 }
 
 func startLoad(tb testing.TB, base string, store fleet.KeyStore, args ...string) *loadRun {
@@ -54,15 +56,22 @@ func (l *loadRun) wait(tb testing.TB) {
 	select {
 	case err := <-l.done:
 		if err != nil {
-			tb.Fatalf("load test failed: %v\n%s", err, l.out)
+			tb.Fatalf("load test failed: %v\n%s%s", err, l.out, l.diagnose())
 		}
 		if !strings.Contains(l.out.String(), "verify: PASS") {
-			tb.Fatalf("no verification in the load test output:\n%s", l.out)
+			tb.Fatalf("no verification in the load test output:\n%s%s", l.out, l.diagnose())
 		}
 		tb.Logf("load test:\n%s", l.out)
 	case <-time.After(3 * time.Minute):
-		tb.Fatalf("load test did not finish:\n%s", l.out)
+		tb.Fatalf("load test did not finish:\n%s%s", l.out, l.diagnose())
 	}
+}
+
+func (l *loadRun) diagnose() string {
+	if l.diag == nil {
+		return ""
+	}
+	return "\n" + l.diag()
 }
 
 // TestRedisKilledMidLoad: Redis (AOF, appendfsync always) is killed -9
@@ -159,23 +168,39 @@ func TestClusterFailoverMidLoad(t *testing.T) {
 	}
 	defer store.Close()
 	l := startLoad(t, d.base, store, "--duration", "10s")
+	l.diag = func() string {
+		var b strings.Builder
+		for _, n := range c.Nodes {
+			nodes, err := n.Do("CLUSTER", "NODES")
+			fmt.Fprintf(&b, "CLUSTER NODES at %s (err %v):\n%s\n", n.Addr, err, nodes)
+		}
+		fmt.Fprintf(&b, "fleetd log:\n%s", d.stderr)
+		return b.String()
+	}
 	time.Sleep(2 * time.Second)
-	// Promote a replica of the first master.
-	promoted := false
+	// Promote a replica.
+	var promoted *redistest.Server
 	for _, n := range c.Nodes {
 		role, err := n.Do("ROLE")
 		if err == nil && strings.HasPrefix(role, "slave") {
 			if _, err := n.Do("CLUSTER", "FAILOVER"); err != nil {
 				t.Fatalf("cluster failover: %v", err)
 			}
-			promoted = true
+			promoted = n
 			break
 		}
 	}
-	if !promoted {
+	if promoted == nil {
 		t.Fatal("no replica to promote")
 	}
-	time.Sleep(3 * time.Second)
+	// The harness waits for the promotion and for every replica to be in
+	// sync before the kill: a master killed while its replica is still
+	// resyncing leaves its slots without a master for good, which no
+	// client can heal (on a loaded machine the failover takes seconds).
+	promoted.WaitRole(t, "master", 30*time.Second)
+	c.WaitOK(t, 30*time.Second)
+	c.WaitReplicasInSync(t, 30*time.Second)
+	time.Sleep(time.Second)
 	// Kill a master: its replica takes over after the node timeout.
 	c.Masters(t)[0].Stop()
 	l.wait(t)

@@ -80,6 +80,50 @@ func (c *Cluster) WaitOK(tb testing.TB, d time.Duration) {
 	}
 }
 
+// WaitRole waits until n reports role ("master" or "slave").
+func (n *Server) WaitRole(tb testing.TB, role string, d time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		got, err := n.Do("ROLE")
+		if err == nil && strings.HasPrefix(got, role+"\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: %s is not %s after %v (ROLE: %q, %v)", n.Addr, role, d, got, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// WaitReplicasInSync waits until every running replica is connected to its
+// master, so that a master killed next has a replica able to take over.
+func (c *Cluster) WaitReplicasInSync(tb testing.TB, d time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		synced := true
+		for _, n := range c.Nodes {
+			if n.cmd == nil {
+				continue
+			}
+			// A replica's ROLE is: slave, master host, master port, state, offset.
+			role, err := n.Do("ROLE")
+			if err != nil || strings.HasPrefix(role, "slave\n") && strings.Split(role, "\n")[3] != "connected" {
+				synced = false
+				break
+			}
+		}
+		if synced {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: replicas not in sync after %v", d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // Masters returns the nodes that are masters now.
 func (c *Cluster) Masters(tb testing.TB) []*Server {
 	tb.Helper()
