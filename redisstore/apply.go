@@ -258,7 +258,6 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 		return err
 	}
 	// Presence carried by devices that move between workspaces.
-	type carried struct{ on, ot, ls string }
 	carry := make([]carried, len(events))
 	var moves []int
 	for k := range events {
@@ -279,7 +278,7 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 		}
 		for m, k := range moves {
 			if rec, err := parseDeviceRecord(cmds[m].Val()); err == nil {
-				carry[k] = carried{on: strconv.Itoa(rec.On), ot: strconv.FormatInt(rec.OT, 10), ls: strconv.FormatInt(rec.LastSeen, 10)}
+				carry[k] = carried{on: strconv.Itoa(rec.On), ot: strconv.FormatInt(rec.OT, 10), ls: strconv.FormatInt(rec.LastSeen, 10), rec: rec}
 			}
 		}
 	}
@@ -372,22 +371,12 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 		}
 	}
 
+	if s.hookAfterClaim != nil {
+		s.hookAfterClaim()
+	}
 	// Step 3: evict moved devices from their old workspace.
-	if len(moves) > 0 {
-		byOld := map[string]*call{}
-		calls = calls[:0]
-		for _, k := range moves {
-			c := byOld[old[k]]
-			if c == nil {
-				c = &call{script: evictScript, keys: []string{wsDevKey(old[k])}}
-				byOld[old[k]] = c
-				calls = append(calls, c)
-			}
-			c.args = append(c.args, devices[k])
-		}
-		if err := s.exec(ctx, calls); err != nil {
-			return err
-		}
+	if err := s.evict(ctx, events, old, moves, carry); err != nil {
+		return err
 	}
 
 	// Step 4: replay kept events, then drop them.
@@ -410,6 +399,67 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 		c.args = append(c.args, f[0], f[1], f[2])
 	}
 	return s.exec(ctx, calls)
+}
+
+// carried is the presence a moving device takes from its old workspace to
+// its new one, as registerScript's arguments and as read.
+type carried struct {
+	on, ot, ls string
+	rec        deviceRecord
+}
+
+// evict removes the moved devices (events[k] for k in moves) from their old
+// workspaces. An event that another replica routed to the old copy after
+// its presence was read (its cache still named the old workspace) changed
+// that copy: what the evicted record says beyond carry[k] is merged into
+// the new workspace by the ordering rules, so it is not lost with the copy.
+func (s *Store) evict(ctx context.Context, events []fleet.Event, old []string, moves []int, carry []carried) error {
+	if len(moves) == 0 {
+		return nil
+	}
+	byOld := map[string]*call{}
+	var calls []*call
+	for _, k := range moves {
+		c := byOld[old[k]]
+		if c == nil {
+			c = &call{script: evictScript, keys: []string{wsDevKey(old[k])}}
+			byOld[old[k]] = c
+			calls = append(calls, c)
+		}
+		c.args = append(c.args, events[k].DeviceID)
+		c.idx = append(c.idx, k)
+	}
+	if err := s.exec(ctx, calls); err != nil {
+		return err
+	}
+	byNew := map[string]*call{}
+	var adopt []*call
+	for _, c := range calls {
+		vals, err := c.cmd.Slice()
+		if err != nil || len(vals) != len(c.idx) {
+			return fmt.Errorf("redisstore: register: bad evict reply: %v", err)
+		}
+		for n, v := range vals {
+			raw, _ := v.(string)
+			rec, err := parseDeviceRecord(raw)
+			k := c.idx[n]
+			if err != nil || rec.OT <= carry[k].rec.OT && rec.LastSeen <= carry[k].rec.LastSeen {
+				continue // gone already, or nothing new since it was carried
+			}
+			ws := events[k].WorkspaceID
+			a := byNew[ws]
+			if a == nil {
+				a = &call{script: adoptScript, keys: []string{wsDevKey(ws)}}
+				byNew[ws] = a
+				adopt = append(adopt, a)
+			}
+			a.args = append(a.args, events[k].DeviceID, rec.On, rec.OT, rec.LastSeen)
+		}
+	}
+	if len(adopt) == 0 {
+		return nil
+	}
+	return s.exec(ctx, adopt)
 }
 
 // decodeKept decodes an event kept by pendScript: a JSON array of the 7

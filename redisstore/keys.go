@@ -50,11 +50,14 @@ import (
 //     device that the redelivered registration completes; events meanwhile
 //     are kept in the bucket because the index is unset.
 //   - move W0 → W: (1) record in W carrying W0's presence, (2) index → W,
-//     (3) evict from W0. A crash in between leaves the device in both for a
-//     moment, never in neither; the redelivery finishes it. An event that
-//     another replica routes to W0 between (2) and (3) lands in W0's copy
-//     and is dropped with it: registrations of a device in a new
-//     workspace are rare, and its next presence event corrects it.
+//     (3) evict from W0, which returns W0's record as it was then, (4)
+//     merge that presence into W by the online-ordering rules. A crash in
+//     between leaves the device in both for a moment, never in neither;
+//     the redelivery finishes it. An event that another replica (its
+//     cache still naming W0) applies to W0's copy before (3) reaches W
+//     through (4); after (3), W0 answers "not here" and the replica
+//     re-routes. Only a crash between (3) and (4) loses such an event's
+//     presence, until the device's next presence event.
 //   - delete: (1) drop the record in W, (2) drop the index if it still says W.
 //     After a crash between them the index points at a workspace without the
 //     device; the next event sees that, clears the index and is kept as for

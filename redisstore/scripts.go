@@ -266,12 +266,39 @@ return out
 // KEYS[1] = fl:{w:W}:dev, ARGV: device ids.
 var evictScript = redis.NewScript(`
 local P = string.sub(KEYS[1], 1, -4)
-for _, d in ipairs(ARGV) do
+local out = {}
+for i, d in ipairs(ARGV) do
+  out[i] = redis.call('HGET', KEYS[1], d)
   redis.call('HDEL', KEYS[1], d)
   redis.call('ZREM', P .. 'devs', d)
   redis.call('ZREM', P .. 'on', d)
 end
-return #ARGV
+return out
+`)
+
+// adoptScript merges presence into devices of one workspace by the rules
+// of an online event: the newer online ts wins, last seen is the newest.
+// KEYS[1] = fl:{w:W}:dev, ARGV: quadruples of device, online ("0"/"1"),
+// online ts, last seen. A device not (or no longer) there is skipped.
+var adoptScript = redis.NewScript(codecLua + `
+local P = string.sub(KEYS[1], 1, -4)
+for i = 1, #ARGV, 4 do
+  local d, on, ot, ls = ARGV[i], tonumber(ARGV[i+1]), tonumber(ARGV[i+2]), tonumber(ARGV[i+3])
+  local raw = redis.call('HGET', KEYS[1], d)
+  if raw then
+    local dev = dget(raw)
+    if ot > dev.ot then
+      dev.ot = ot
+      if on ~= dev.on then
+        dev.on = on
+        if on == 1 then redis.call('ZADD', P .. 'on', 0, d) else redis.call('ZREM', P .. 'on', d) end
+      end
+    end
+    if ls > dev.ls then dev.ls = ls end
+    redis.call('HSET', KEYS[1], d, dput(dev))
+  end
+end
+return 0
 `)
 
 // claimScript points devices at their workspace and returns the events kept

@@ -56,6 +56,9 @@ type Store struct {
 	cluster bool
 	// lastReload is when the cluster topology was last reloaded (unix ns).
 	lastReload atomic.Int64
+	// hookAfterClaim, set by tests only, runs in a registration between
+	// pointing the index at the new workspace and evicting the old copy.
+	hookAfterClaim func()
 }
 
 // reloadTopology refreshes the cluster's slot map after a node stopped
@@ -178,7 +181,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // SetClock replaces the clock, for tests.
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
 
-var allScripts = []*redis.Script{applyScript, registerScript, evictScript, claimScript, unindexScript, unpendScript, pendScript,
+var allScripts = []*redis.Script{applyScript, registerScript, evictScript, adoptScript, claimScript, unindexScript, unpendScript, pendScript,
 	devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}
 
 // loadScripts loads every script on every master, so EVALSHA works in

@@ -352,6 +352,32 @@ func TestStaleCacheFollowsMove(t *testing.T) {
 	}
 }
 
+// A replica whose cache still names the old workspace applies an event to
+// the old copy while another replica moves the device: the event's
+// presence reaches the new workspace instead of being evicted with the copy.
+func TestMoveKeepsPresenceFromARacingReplica(t *testing.T) {
+	s, b := MustOpen(t)
+	other := b.open(t)
+	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)), online("d1", false, t0.Add(-time.Hour), ""))
+	apply(t, other, online("d1", false, t0.Add(-50*time.Minute), "")) // other caches d1 → a
+	raced := false
+	s.hookAfterClaim = func() {
+		raced = true
+		wantResults(t, apply(t, other, online("d1", true, t0.Add(-time.Second), "")), fleet.Accepted)
+	}
+	apply(t, s, reg("d1", "b", t0.Add(-time.Minute)))
+	if !raced {
+		t.Fatal("the registration did not move the device")
+	}
+	if a, b := stats(t, s, "a"), stats(t, s, "b"); a.Devices != 0 || a.Online != 0 || b.Devices != 1 || b.Online != 1 {
+		t.Fatalf("a=%+v b=%+v, want d1 online in b only", a, b)
+	}
+	d, err := s.Device(context.Background(), "b", "d1")
+	if err != nil || !d.LastSeen.Equal(t0.Add(-time.Second)) {
+		t.Fatalf("device %+v %v, want last seen %v", d, err, t0.Add(-time.Second))
+	}
+}
+
 func TestRotateSecretTakesDeviceOffline(t *testing.T) {
 	s, _ := MustOpen(t)
 	ctx := context.Background()
