@@ -57,68 +57,54 @@ func StartCluster(tb testing.TB, extra ...string) *Cluster {
 // slots are served.
 func (c *Cluster) WaitOK(tb testing.TB, d time.Duration) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok := true
-		for _, n := range c.Nodes {
-			if n.cmd == nil {
-				continue // stopped on purpose
-			}
+	waitFor(tb, d, "cluster ok", func() bool {
+		return c.everyNode(func(n *Server) bool {
 			info, err := n.Do("CLUSTER", "INFO")
-			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_ok:16384") {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("redistest: cluster not ok after %v", d)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+			return err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_slots_ok:16384")
+		})
+	})
 }
 
 // WaitRole waits until n reports role ("master" or "slave").
 func (n *Server) WaitRole(tb testing.TB, role string, d time.Duration) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	waitFor(tb, d, n.Addr+" is "+role, func() bool {
 		got, err := n.Do("ROLE")
-		if err == nil && strings.HasPrefix(got, role+"\n") {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("redistest: %s is not %s after %v (ROLE: %q, %v)", n.Addr, role, d, got, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && strings.HasPrefix(got, role+"\n")
+	})
 }
 
 // WaitReplicasInSync waits until every running replica is connected to its
 // master, so that a master killed next has a replica able to take over.
 func (c *Cluster) WaitReplicasInSync(tb testing.TB, d time.Duration) {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		synced := true
-		for _, n := range c.Nodes {
-			if n.cmd == nil {
-				continue
-			}
+	waitFor(tb, d, "replicas in sync", func() bool {
+		return c.everyNode(func(n *Server) bool {
 			// A replica's ROLE is: slave, master host, master port, state, offset.
 			role, err := n.Do("ROLE")
-			if err != nil || strings.HasPrefix(role, "slave\n") && strings.Split(role, "\n")[3] != "connected" {
-				synced = false
-				break
-			}
+			f := strings.Split(role, "\n")
+			return err == nil && (f[0] != "slave" || len(f) > 3 && f[3] == "connected")
+		})
+	})
+}
+
+// everyNode reports whether ok holds for every node not stopped on purpose.
+func (c *Cluster) everyNode(ok func(*Server) bool) bool {
+	for _, n := range c.Nodes {
+		if n.cmd != nil && !ok(n) {
+			return false
 		}
-		if synced {
-			return
-		}
+	}
+	return true
+}
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("redistest: replicas not in sync after %v", d)
+			tb.Fatalf("redistest: not %s after %v", what, d)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
