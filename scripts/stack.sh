@@ -4,7 +4,10 @@
 # fport, bport and exports FLEETD_REDIS_URL and FLEETD_WEBHOOK_SECRET.
 tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 go build -o "$tmp/fleetd" ./cmd/fleetd
-rport=$((20000 + RANDOM % 10000)); fport=$((30000 + RANDOM % 10000)); bport=$((40000 + RANDOM % 10000))
+# Ports below the kernel's ephemeral range (32768+), so an outgoing
+# connection cannot hold them; one that is listening already is skipped.
+freeport() { local p; while :; do p=$(($1 + RANDOM % 4000)); ss -Hltn "sport = :$p" | grep -q . || { echo $p; return; }; done; }
+rport=$(freeport 20000); fport=$(freeport 24000); bport=$(freeport 28000)
 redis-server --port $rport --bind 127.0.0.1 --save "" --appendonly no --dir "$tmp" >/dev/null &
 if [ "${BARE:-0}" = 1 ]; then
   go build -o "$tmp/bare" ./internal/barehttp
