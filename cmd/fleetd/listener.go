@@ -27,7 +27,7 @@ type gateListener struct {
 	once     sync.Once
 
 	limit    int64         // most connections open at once; 0: no limit
-	open     atomic.Int64  // connections handed out and not yet closed
+	open     atomic.Int64  // connections handed out and not yet released
 	refusal  []byte        // the whole HTTP response of a refused connection
 	refusing chan struct{} // bounds the goroutines answering refusals
 	onRefuse func()        // called per refused connection, if set
@@ -67,7 +67,7 @@ func (l *gateListener) Accept() (net.Conn, error) {
 			l.refuse(c)
 			continue
 		}
-		return &countedConn{Conn: c, l: l}, nil
+		return c, nil
 	}
 }
 
@@ -114,16 +114,8 @@ func (l *gateListener) Close() error {
 	return nil
 }
 
-// countedConn gives its slot back to the listener when closed.
-type countedConn struct {
-	net.Conn
-	l    *gateListener
-	done atomic.Bool
-}
-
-func (c *countedConn) Close() error {
-	if c.done.CompareAndSwap(false, true) {
-		c.l.open.Add(-1)
-	}
-	return c.Conn.Close()
-}
+// Release gives back the slot of a connection that the server closed (or
+// handed off): wired to fasthttp's ConnState, so the connections keep
+// their own type (fasthttp writes large answers with writev only on a
+// *net.TCPConn).
+func (l *gateListener) Release() { l.open.Add(-1) }

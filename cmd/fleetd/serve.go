@@ -198,6 +198,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	var conns *metrics.Connections
 	ln := newGateListener(tcpln, c.concurrency, api.RawErrorResponse(errConnLimit), func() { conns.Refused.Inc() })
 	conns = metrics.NewConnections(reg, func() float64 { return float64(ln.open.Load()) })
+	hs.ConnState = func(_ net.Conn, st fasthttp.ConnState) {
+		if st == fasthttp.StateClosed || st == fasthttp.StateHijacked {
+			ln.Release()
+		}
+	}
 	if c.debugAddr != "" {
 		dln, err := net.Listen("tcp", c.debugAddr)
 		if err != nil {
