@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -50,8 +51,21 @@ func (s *Store) clock() (now int64, day int64) {
 	return now, now / dayMs
 }
 
-// eventArgs appends the 7 script fields of an event.
-func eventArgs(args []any, e *fleet.Event) []any {
+// deliveryDigest is what dedupeLua keeps of a delivery id: the first 12
+// bytes (96 bits) of its SHA-256, so that ids of any length cost the same
+// and two ids of one workspace and day collide with a chance of about
+// n²/2⁹⁷ (1e-11 at a billion ids). "" stays "" (no id, no de-duplication).
+func deliveryDigest(id string) string {
+	if id == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(id))
+	return string(sum[:12])
+}
+
+// eventArgs appends the 7 script fields of an event; id is its delivery id
+// as the script wants it (raw for pendScript, digested for applyScript).
+func eventArgs(args []any, e *fleet.Event, id string) []any {
 	x := e.Status
 	if e.Type == fleet.EventOnlineChanged {
 		x = "0"
@@ -59,7 +73,7 @@ func eventArgs(args []any, e *fleet.Event) []any {
 			x = "1"
 		}
 	}
-	return append(args, int(e.Type), e.ID, e.TS, e.DeviceID, e.SessionID, x, e.DurationSec)
+	return append(args, int(e.Type), id, e.TS, e.DeviceID, e.SessionID, x, e.DurationSec)
 }
 
 // applyEvents applies non-registration events. Devices are routed to their
@@ -113,7 +127,7 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results [
 					prefix = wsPrefix(ws)
 					prefixes[ws] = prefix
 				}
-				c.args = eventArgs(append(c.args, prefix), e)
+				c.args = eventArgs(append(c.args, prefix), e, deliveryDigest(e.ID))
 				c.idx = append(c.idx, i)
 				continue
 			}
@@ -124,7 +138,7 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results [
 				byBucket[b] = c
 				calls = append(calls, c)
 			}
-			c.args = append(eventArgs(c.args, e), staleWS[e.DeviceID])
+			c.args = append(eventArgs(c.args, e, e.ID), staleWS[e.DeviceID])
 			c.idx = append(c.idx, i)
 		}
 		if err := s.exec(ctx, calls); err != nil {
@@ -301,7 +315,7 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 		if err != nil {
 			return fmt.Errorf("redisstore: register: %w", err)
 		}
-		c.args = append(c.args, e.ID, e.TS, e.DeviceID, string(cold), cr.on, cr.ot, cr.ls)
+		c.args = append(c.args, deliveryDigest(e.ID), e.TS, e.DeviceID, string(cold), cr.on, cr.ot, cr.ls)
 		c.idx = append(c.idx, k)
 	}
 	if err := s.exec(ctx, calls); err != nil {

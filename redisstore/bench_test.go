@@ -82,3 +82,58 @@ func BenchmarkApplySessions(b *testing.B) {
 		return e
 	})
 }
+
+// usedMemory returns the Redis server's used_memory in bytes.
+func usedMemory(tb testing.TB, s *Store) int64 {
+	tb.Helper()
+	info, err := s.rdb.Info(context.Background(), "memory").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	tb.Fatal("no used_memory in INFO memory")
+	return 0
+}
+
+// BenchmarkDedupeMemory reports the Redis memory that de-duplication costs
+// per delivery id: 200,000 ids (36-character UUID-like, as senders use)
+// arrive on one day in one workspace (B/id-first-day: the workspace's
+// first day, with no count to size its buckets from), then as many on the
+// next day (B/id: steady state). The events are online changes of one
+// device, which change no other memory.
+func BenchmarkDedupeMemory(b *testing.B) {
+	const perDay = 200000
+	for b.Loop() {
+		s, _ := MustOpenSingle(b)
+		day1 := t0.Truncate(24 * time.Hour).Add(time.Hour)
+		s.SetClock(func() time.Time { return day1 })
+		apply(b, s, reg("d1", "acme", day1.Add(-time.Hour)))
+		n := 0
+		load := func(day time.Time) {
+			events := make([]fleet.Event, 1000)
+			res := make([]fleet.Result, len(events))
+			for range perDay / len(events) {
+				for k := range events {
+					events[k] = online("d1", n%2 == 0, day, fmt.Sprintf("%08x-0000-4000-8000-%012x", n, n))
+					n++
+				}
+				if err := s.Apply(context.Background(), events, res); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		first := usedMemory(b, s)
+		load(day1)
+		b.ReportMetric(float64(usedMemory(b, s)-first)/perDay, "B/id-first-day")
+		day2 := day1.Add(24 * time.Hour)
+		s.SetClock(func() time.Time { return day2 })
+		before := usedMemory(b, s)
+		load(day2)
+		b.ReportMetric(float64(usedMemory(b, s)-before)/perDay, "B/id")
+	}
+}

@@ -28,8 +28,11 @@ import (
 //	fl:{w:W}:actm:MONTH   set   devices with a session ended in MONTH (a whole-month
 //	                             usage read is O(1): the default period)
 //	fl:{w:W}:tot          hash  "e:STATUS" → sessions ended (seconds ever: sum of secm)
-//	fl:{w:W}:seen:DAY     set   delivery ids by UTC arrival day; today and yesterday are
-//	                             checked, so the de-duplication window is 24–48 h
+//	fl:{w:W}:sn:DAY:K     hash  12-byte digests of delivery ids that arrived on UTC
+//	                             day DAY, in bucket K of that day's B (field → "");
+//	                             today and yesterday are checked, so the window is
+//	                             24–48 h (dedupeLua in scripts.go)
+//	fl:{w:W}:sn           hash  "b:DAY" → B, the bucket count of DAY
 //	fl:{w:W}:mem          hash  lower-cased email → JSON member {r,s,i}
 //	fl:{w:W}:memidx       zset  member emails, score 0: paging
 //	fl:{w:W}:keys         zset  API key ids by creation ms

@@ -55,9 +55,11 @@ local function sput(v)
 end
 `
 
-// seenLua is shared by the event scripts. ARGV[2] is today's UTC day number
-// (arrival time): a delivery id is a duplicate if it was seen today or
-// yesterday, so the window is at least 24 h.
+// seenLua de-duplicates the events that pendScript keeps for unregistered
+// devices, by their raw ids in a set per index bucket and day. ARGV[2] is
+// today's UTC day number (arrival time): a delivery id is a duplicate if it
+// was seen today or yesterday, so the window is at least 24 h. Kept events
+// are few; the firehose goes through dedupeLua.
 const seenLua = `
 local P = string.sub(KEYS[1], 1, -4)
 local now = tonumber(ARGV[1])
@@ -77,6 +79,84 @@ local function finish()
 end
 `
 
+// dedupeLua is the de-duplication of the workspace scripts (applyScript,
+// registerScript), whose ARGV[2] is today's UTC day number (arrival
+// time). A delivery id arrives as a 12-byte digest (deliveryDigest) and is
+// a duplicate if it was marked today or yesterday: the window is 24–48 h.
+//
+// Marks live in small hashes, fl:{w:W}:sn:DAY:K for K < B, the digest a
+// field with an empty value: a hash of up to 128 such fields is a Redis
+// listpack, about 16 bytes per id, where a set of the ids themselves costs
+// about 90. B is fixed per workspace and day (field b:DAY of fl:{w:W}:sn),
+// sized on the day's first mark from yesterday's count (estimated from
+// yesterday's bucket 0) for about 64 ids per bucket, so steady traffic
+// stays compact. A day with several times yesterday's traffic just grows
+// some buckets into ordinary hashes, as large as a set, never wrong.
+const dedupeLua = `
+local ddDay = tonumber(ARGV[2])
+local ddState = {} -- workspace prefix → its day's buckets
+local function ddOf(P)
+  local s = ddState[P]
+  if s then return s end
+  local meta = P .. 'sn'
+  local v = redis.call('HMGET', meta, 'b:' .. ddDay, 'b:' .. (ddDay - 1))
+  local ba, by = tonumber(v[1]), tonumber(v[2])
+  local y = P .. 'sn:' .. (ddDay - 1)
+  local fresh = not ba
+  if fresh then
+    local ny = 0
+    if by then ny = redis.call('HLEN', y .. ':0') * by end
+    ba = 1
+    while ba * 64 < ny and ba < 1048576 do ba = ba * 2 end
+  end
+  s = {meta = meta, a = P .. 'sn:' .. ddDay, ba = ba, ka = {}, fresh = fresh, y = y, by = by, ky = {}, n = 0, exp = {}}
+  ddState[P] = s
+  return s
+end
+-- ddKey returns the name of the bucket of digest dg among b buckets of a
+-- day named base; names are built once per call (cache).
+local function ddKey(cache, base, dg, b)
+  local n = 0
+  if b > 1 then
+    local x, y, z = string.byte(dg, 1, 3)
+    n = (x * 65536 + y * 256 + z) % b
+  end
+  local k = cache[n]
+  if not k then
+    k = base .. ':' .. n
+    cache[n] = k
+  end
+  return k
+end
+-- dup reports whether digest dg was marked today or yesterday in workspace
+-- P, and marks it today when not.
+local function dup(P, dg)
+  if dg == '' then return false end
+  local s = ddOf(P)
+  if s.by and redis.call('HEXISTS', ddKey(s.ky, s.y, dg, s.by), dg) == 1 then return true end
+  local k = ddKey(s.ka, s.a, dg, s.ba)
+  if redis.call('HSETNX', k, dg, '') == 0 then return true end
+  if not s.exp[k] then
+    redis.call('EXPIRE', k, 259200)
+    s.exp[k] = true
+  end
+  s.n = s.n + 1
+  return false
+end
+-- ddFinish records a new day's bucket count (dropping those of days no
+-- longer checked); call it once at the end.
+local function ddFinish()
+  for _, s in pairs(ddState) do
+    if s.fresh and s.n > 0 then
+      redis.call('HSET', s.meta, 'b:' .. ddDay, s.ba)
+      local old = {}
+      for d = ddDay - 9, ddDay - 2 do old[#old + 1] = 'b:' .. d end
+      redis.call('HDEL', s.meta, unpack(old))
+    end
+  end
+end
+`
+
 // applyScript applies events of registered devices. On a single Redis one
 // call carries the events of many workspaces (the fixed cost of a script
 // call is paid once per group commit, not once per workspace); on a
@@ -86,18 +166,16 @@ end
 // workspace key prefix (fl:{w:W}:), type, id, ts, device, session, x
 // (online "1"/"0" or status), duration (-1 when absent). Returns one code
 // per event.
-var applyScript = redis.NewScript(codecLua + `
-local now, day = tonumber(ARGV[1]), tonumber(ARGV[2])
+var applyScript = redis.NewScript(codecLua + dedupeLua + `
+local now = tonumber(ARGV[1])
 local liveBound, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local touched = {} -- prefix → true when a session ended there, false otherwise
-local marked = {}  -- prefixes whose seen set got a new id
 local names = {}   -- prefix → its key names, built once per call
 local function keysOf(P)
   local k = names[P]
   if not k then
-    k = {dev = P .. 'dev', on = P .. 'on', ss = P .. 'ss', hist = P .. 'hist', live = P .. 'live',
-      seenA = P .. 'seen:' .. day, seenB = P .. 'seen:' .. (day - 1)}
+    k = {dev = P .. 'dev', on = P .. 'on', ss = P .. 'ss', hist = P .. 'hist', live = P .. 'live'}
     names[P] = k
   end
   return k
@@ -111,11 +189,9 @@ for i = 5, #ARGV, 8 do
   local r = 0
   if not raw then
     r = 9
-  elseif id ~= '' and (redis.call('SISMEMBER', K.seenB, id) == 1 or redis.call('SADD', K.seenA, id) == 0) then
-    -- Seen yesterday or today (the SADD also marks it for redeliveries).
+  elseif dup(P, id) then
     r = 1
   else
-    if id ~= '' then marked[P] = true end
     if touched[P] == nil then touched[P] = false end
     local dev = dget(raw)
     if typ == '2' then
@@ -200,7 +276,7 @@ for i = 5, #ARGV, 8 do
   end
   out[#out + 1] = r
 end
-for P in pairs(marked) do redis.call('EXPIRE', names[P].seenA, 259200) end
+ddFinish()
 for P, ended in pairs(touched) do
   redis.call('ZREMRANGEBYSCORE', P .. 'live', '-inf', '(' .. string.format('%d', now - liveBound))
   if ended then
@@ -229,17 +305,17 @@ return out
 // else "0"/"1"), carried online ts, carried last seen. A device moved from
 // another workspace carries its presence; a new one is offline. Returns
 // one code per event.
-var registerScript = redis.NewScript(seenLua + codecLua + `
+var registerScript = redis.NewScript(dedupeLua + codecLua + `
+local P = string.sub(KEYS[1], 1, -4)
 local DEV = P .. 'dev'
 local out = {}
 for i = 3, #ARGV, 7 do
   local id, ts, d, cold = ARGV[i], tonumber(ARGV[i+1]), ARGV[i+2], ARGV[i+3]
   local con, cot, cls = ARGV[i+4], tonumber(ARGV[i+5]), tonumber(ARGV[i+6])
   local r = 0
-  if seen(id) then
+  if dup(P, id) then
     r = 1
   else
-    mark(id)
     local raw = redis.call('HGET', DEV, d)
     local dev
     if raw then
@@ -258,7 +334,7 @@ for i = 3, #ARGV, 7 do
   end
   out[#out + 1] = r
 end
-finish()
+ddFinish()
 return out
 `)
 
