@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make soak (not in CI): runs fleetd on redis-server under an open-loop
 # load at half its measured single-event maximum for SOAK (default 10m),
-# sampling every 10 s: RSS, goroutines, and the webhook p99 of the last
-# 10 s (from fleetd's own histogram). The load test verifies the final
+# sampling every 10 s: RSS, goroutines, the webhook p99 of the last 10 s
+# (from fleetd's own histogram) and Redis used_memory. The load test verifies the final
 # state. Flat RSS/goroutines/p99 columns are the pass criterion, read by a
 # person: the figures go to bench-out/soak.tsv.
 set -euo pipefail
@@ -19,9 +19,12 @@ echo "soak: $soak open loop at $rate events/s (half the single-event maximum)"
 "$tmp/fleetd" loadtest --target $target --duration "$soak" --rate "$rate" --connections 512 --progress off --run-id soak --devices 20000 --workspaces 50 \
   --json "$out/soak.json" --html "$out/soak.html" > "$out/soak-load.txt" 2>&1 &
 lt=$!
-python3 - "$target" "$out/soak.tsv" "$lt" <<'PY'
-import os, re, sys, time, urllib.request
-target, path, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+python3 - "$target" "$out/soak.tsv" "$lt" "$rport" <<'PY'
+import os, re, subprocess, sys, time, urllib.request
+target, path, pid, rport = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+def redis_mem():
+    info = subprocess.run(["redis-cli", "-p", rport, "INFO", "memory"], capture_output=True, text=True).stdout
+    return float(re.search(r"^used_memory:(\d+)", info, re.M).group(1))
 def scrape():
     txt = urllib.request.urlopen(target + "/metrics").read().decode()
     val = lambda n: float(re.search(r"^%s (\S+)$" % n, txt, re.M).group(1))
@@ -35,14 +38,14 @@ def p99(prev, cur):
     for le, c in zip(les, d):
         if c >= 0.99 * total: return le
 with open(path, "w") as f:
-    f.write("t_s\trss_mib\tgoroutines\tp99_ms_last10s\trequests_last10s\n")
+    f.write("t_s\trss_mib\tgoroutines\tp99_ms_last10s\trequests_last10s\tredis_used_mib\n")
     _, _, prev = scrape(); start = time.time()
     while True:
         time.sleep(10)
         try: os.kill(pid, 0)
         except OSError: break
         rss, gr, cur = scrape()
-        line = "%d\t%.1f\t%d\t%.1f\t%d" % (time.time() - start, rss / 2**20, gr, p99(prev, cur) * 1000, cur[max(cur)] - prev.get(max(cur), 0))
+        line = "%d\t%.1f\t%d\t%.1f\t%d\t%.1f" % (time.time() - start, rss / 2**20, gr, p99(prev, cur) * 1000, cur[max(cur)] - prev.get(max(cur), 0), redis_mem() / 2**20)
         print(line, flush=True); f.write(line + "\n"); f.flush(); prev = cur
 PY
 wait $lt || { cat "$out/soak-load.txt"; exit 1; }
