@@ -272,7 +272,7 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 		return err
 	}
 	// Presence carried by devices that move between workspaces.
-	carry := make([]carried, len(events))
+	carry := make([]*deviceRecord, len(events))
 	var moves []int
 	for k := range events {
 		if old[k] != "" && old[k] != events[k].WorkspaceID {
@@ -292,7 +292,7 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 		}
 		for m, k := range moves {
 			if rec, err := parseDeviceRecord(cmds[m].Val()); err == nil {
-				carry[k] = carried{on: strconv.Itoa(rec.On), ot: strconv.FormatInt(rec.OT, 10), ls: strconv.FormatInt(rec.LastSeen, 10), rec: rec}
+				carry[k] = &rec
 			}
 		}
 	}
@@ -307,15 +307,15 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 			byWS[e.WorkspaceID] = c
 			calls = append(calls, c)
 		}
-		cr := carry[k]
-		if cr.on == "" {
-			cr.ot, cr.ls = "0", "0"
+		on, ot, ls := "", "0", "0" // a new device carries nothing
+		if cr := carry[k]; cr != nil {
+			on, ot, ls = strconv.Itoa(cr.On), strconv.FormatInt(cr.OT, 10), strconv.FormatInt(cr.LastSeen, 10)
 		}
 		cold, err := json.Marshal(coldFields{Name: e.Name, OS: e.OS, User: e.UserID})
 		if err != nil {
 			return fmt.Errorf("redisstore: register: %w", err)
 		}
-		c.args = append(c.args, deliveryDigest(e.ID), e.TS, e.DeviceID, string(cold), cr.on, cr.ot, cr.ls)
+		c.args = append(c.args, deliveryDigest(e.ID), e.TS, e.DeviceID, string(cold), on, ot, ls)
 		c.idx = append(c.idx, k)
 	}
 	if err := s.exec(ctx, calls); err != nil {
@@ -415,19 +415,12 @@ func (s *Store) register(ctx context.Context, events []fleet.Event, results []fl
 	return s.exec(ctx, calls)
 }
 
-// carried is the presence a moving device takes from its old workspace to
-// its new one, as registerScript's arguments and as read.
-type carried struct {
-	on, ot, ls string
-	rec        deviceRecord
-}
-
 // evict removes the moved devices (events[k] for k in moves) from their old
 // workspaces. An event that another replica routed to the old copy after
 // its presence was read (its cache still named the old workspace) changed
 // that copy: what the evicted record says beyond carry[k] is merged into
 // the new workspace by the ordering rules, so it is not lost with the copy.
-func (s *Store) evict(ctx context.Context, events []fleet.Event, old []string, moves []int, carry []carried) error {
+func (s *Store) evict(ctx context.Context, events []fleet.Event, old []string, moves []int, carry []*deviceRecord) error {
 	if len(moves) == 0 {
 		return nil
 	}
@@ -457,7 +450,7 @@ func (s *Store) evict(ctx context.Context, events []fleet.Event, old []string, m
 			raw, _ := v.(string)
 			rec, err := parseDeviceRecord(raw)
 			k := c.idx[n]
-			if err != nil || rec.OT <= carry[k].rec.OT && rec.LastSeen <= carry[k].rec.LastSeen {
+			if err != nil || carry[k] != nil && rec.OT <= carry[k].OT && rec.LastSeen <= carry[k].LastSeen {
 				continue // gone already, or nothing new since it was carried
 			}
 			ws := events[k].WorkspaceID
