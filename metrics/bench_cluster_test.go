@@ -2,7 +2,6 @@ package metrics_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -10,8 +9,6 @@ import (
 	"github.com/fleetd/fleetd/internal/redistest"
 	"github.com/fleetd/fleetd/metrics"
 	"github.com/fleetd/fleetd/redisstore"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 )
 
 // BenchmarkCollect10kWorkspacesCluster is BenchmarkCollect10kWorkspaces on
@@ -50,21 +47,5 @@ func BenchmarkCollect10kWorkspacesCluster(b *testing.B) {
 	defer reader.Close()
 	col := metrics.NewFleetCollector(reader, 10_000, slog.New(slog.DiscardHandler))
 	mustCheckTotals(b, col, shape)
-	b.Run("scrape", func(b *testing.B) {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(col)
-		for b.Loop() {
-			mfs, err := reg.Gather()
-			if err != nil {
-				b.Fatal(err)
-			}
-			enc := expfmt.NewEncoder(io.Discard, expfmt.NewFormat(expfmt.TypeTextPlain))
-			for _, mf := range mfs {
-				if err := enc.Encode(mf); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-		b.ReportMetric(bytesPerDevice, "B/device")
-	})
+	b.Run("scrape", func(b *testing.B) { benchScrape(b, col, bytesPerDevice) })
 }

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleetd/fleetd/internal/syncbuf"
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,24 +49,6 @@ var fleetNames = []string{
 
 // discardLogger drops everything.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
-
-// lockedBuffer is a log sink that collectors on other goroutines may write.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // MustCompareGolden compares what c emits (names only) with
 // testdata/<golden>, or rewrites the file under -update.
@@ -244,7 +227,7 @@ func TestFleetCollectorError(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			var logs lockedBuffer
+			var logs syncbuf.Buffer
 			c := NewFleetCollector(tc.reader, 10000, slog.New(slog.NewTextHandler(&logs, nil)))
 			c.timeout = tc.timeout
 			start := time.Now()
@@ -270,7 +253,7 @@ func TestFleetCollectorError(t *testing.T) {
 // TestFleetCollectorFailureLogging checks that a lasting failure is logged
 // once per interval, not once per scrape, and that recovery is logged.
 func TestFleetCollectorFailureLogging(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	r := &fakeStats{err: errors.New("boom")}
 	c := NewFleetCollector(r, 10, slog.New(slog.NewTextHandler(&logs, nil)))
 	c.warnEvery = time.Hour

@@ -1,13 +1,13 @@
 package metrics_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/fleetd/fleetd/internal/syncbuf"
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/internal/redistest"
@@ -35,23 +35,6 @@ func MustApply(tb testing.TB, store fleet.Ingester, events ...fleet.Event) []fle
 		tb.Fatalf("apply: %v", err)
 	}
 	return results
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // fleetSeries are the metrics whose values the Redis test pins.
@@ -116,7 +99,7 @@ func TestFleetCollectorRedis(t *testing.T) {
 	// Redis gone: the scrape still answers, quickly, with success 0 and a
 	// warning in the log.
 	srv.Stop()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	c = metrics.NewFleetCollector(store, 10000, slog.New(slog.NewTextHandler(&logs, nil)))
 	start := time.Now()
 	metrics.MustCompareGolden(t, c, "error.prom", fleetSeries...)

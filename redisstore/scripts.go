@@ -109,7 +109,7 @@ local function ddOf(P)
     ba = 1
     while ba * 64 < ny and ba < 1048576 do ba = ba * 2 end
   end
-  s = {meta = meta, a = P .. 'sn:' .. ddDay, ba = ba, ka = {}, fresh = fresh, y = y, by = by, ky = {}, n = 0, exp = {}}
+  s = {meta = meta, a = P .. 'sn:' .. ddDay, ba = ba, ka = {}, fresh = fresh, y = y, by = by, ky = {}, marked = false, exp = {}}
   ddState[P] = s
   return s
 end
@@ -140,14 +140,14 @@ local function dup(P, dg)
     redis.call('EXPIRE', k, 259200)
     s.exp[k] = true
   end
-  s.n = s.n + 1
+  s.marked = true
   return false
 end
 -- ddFinish records a new day's bucket count (dropping those of days no
 -- longer checked); call it once at the end.
 local function ddFinish()
   for _, s in pairs(ddState) do
-    if s.fresh and s.n > 0 then
+    if s.fresh and s.marked then
       redis.call('HSET', s.meta, 'b:' .. ddDay, s.ba)
       local old = {}
       for d = ddDay - 9, ddDay - 2 do old[#old + 1] = 'b:' .. d end

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetd/fleetd/internal/syncbuf"
+
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/internal/redistest"
 	"github.com/fleetd/fleetd/loadtest"
@@ -21,7 +23,7 @@ import (
 // verifying at the end through the REST API (keys minted in store) and
 // /metrics.
 type loadRun struct {
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	done chan error
 	// diag, if set, adds what the test knows of the system to a failure.
 	diag func() string
@@ -29,7 +31,7 @@ type loadRun struct {
 
 func startLoad(tb testing.TB, base string, store fleet.KeyStore, args ...string) *loadRun {
 	tb.Helper()
-	l := &loadRun{out: &syncBuffer{}, done: make(chan error, 1)}
+	l := &loadRun{out: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	args = append([]string{"--target", base, "--secret", testSecret, "--devices", "300", "--workspaces", "6",
 		"--connections", "16", "--batch", "5", "--progress", "plain", "--retries", "60"}, args...)
 	// Minting retries while the store is unavailable: on a cluster that

@@ -119,3 +119,6 @@ func (l *gateListener) Close() error {
 // their own type (fasthttp writes large answers with writev only on a
 // *net.TCPConn).
 func (l *gateListener) Release() { l.open.Add(-1) }
+
+// Open returns the connections handed out and not yet released.
+func (l *gateListener) Open() int64 { return l.open.Load() }

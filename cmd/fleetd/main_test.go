@@ -14,33 +14,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetd/fleetd/internal/syncbuf"
+
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/internal/redistest"
 	"github.com/fleetd/fleetd/redisstore"
 )
 
-// syncBuffer is a bytes.Buffer safe for the daemon and the test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // daemon is a fleetd started in-process through run().
 type daemon struct {
 	base           string
-	stdout, stderr *syncBuffer
+	stdout, stderr *syncbuf.Buffer
 	stop           context.CancelFunc
 	done           chan error
 }
@@ -65,7 +49,7 @@ func httpGet(url string) (int, error) {
 
 func mustStartAt(tb testing.TB, port int, env map[string]string, args ...string) *daemon {
 	tb.Helper()
-	d := &daemon{base: fmt.Sprintf("http://127.0.0.1:%d", port), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	d := &daemon{base: fmt.Sprintf("http://127.0.0.1:%d", port), stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.stop = cancel
 	args = append([]string{"serve", "--addr", fmt.Sprintf("127.0.0.1:%d", port)}, args...)

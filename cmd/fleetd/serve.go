@@ -197,7 +197,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	var conns *metrics.Connections
 	ln := newGateListener(tcpln, c.concurrency, api.RawErrorResponse(errConnLimit), func() { conns.Refused.Inc() })
-	conns = metrics.NewConnections(reg, func() float64 { return float64(ln.open.Load()) })
+	conns = metrics.NewConnections(reg, func() float64 { return float64(ln.Open()) })
 	hs.ConnState = func(_ net.Conn, st fasthttp.ConnState) {
 		if st == fasthttp.StateClosed || st == fasthttp.StateHijacked {
 			ln.Release()

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fleetd/fleetd/internal/syncbuf"
+
 	"github.com/fleetd/fleetd/internal/redistest"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 )
@@ -99,7 +101,7 @@ func TestBadAuthConfigFailsAtStart(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv := redistest.Start(t)
 			env["FLEETD_REDIS_URL"] = srv.URL
-			var out syncBuffer
+			var out syncbuf.Buffer
 			err := run(t.Context(), []string{"serve", "--addr", fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))}, func(k string) string { return env[k] }, &out, &out)
 			if err == nil {
 				t.Fatal("fleetd started with a bad auth configuration")
