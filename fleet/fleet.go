@@ -20,13 +20,17 @@ const (
 	EventDeviceDeleted
 	EventSessionStarted
 	EventSessionEnded
+	// EventSecretRotated is QuickDesk's device.secret.rotated: the device is
+	// offline until an online change newer than the rotation. The main
+	// webhook does not accept it (ParseEventType never returns it).
+	EventSecretRotated
 	numEventTypes
 )
 
 // NumEventTypes is the number of EventType values, for arrays indexed by type.
 const NumEventTypes = int(numEventTypes)
 
-var eventTypeNames = [...]string{"unknown", "device.registered", "device.online.changed", "device.deleted", "session.started", "session.ended"}
+var eventTypeNames = [...]string{"unknown", "device.registered", "device.online.changed", "device.deleted", "session.started", "session.ended", "device.secret.rotated"}
 
 // String returns the wire name of t ("unknown" for EventUnknown).
 func (t EventType) String() string {
@@ -36,9 +40,10 @@ func (t EventType) String() string {
 	return "unknown"
 }
 
-// ParseEventType returns the EventType of a wire name, EventUnknown if none.
+// ParseEventType returns the EventType of a wire name of the main webhook
+// (SPEC §3), EventUnknown if none.
 func ParseEventType(b []byte) EventType {
-	for i := 1; i < len(eventTypeNames); i++ {
+	for i := 1; i <= int(EventSessionEnded); i++ {
 		if string(b) == eventTypeNames[i] {
 			return EventType(i)
 		}

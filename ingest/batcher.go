@@ -120,6 +120,9 @@ func (b *Batcher) Submit(ctx context.Context, events []fleet.Event, results []fl
 	}
 }
 
+// Queued returns the number of events waiting for a commit.
+func (b *Batcher) Queued() int { return int(b.queued.Load()) }
+
 // Close stops taking events, commits everything queued, and returns when
 // the workers are done.
 func (b *Batcher) Close() {

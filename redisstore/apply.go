@@ -66,14 +66,17 @@ func deliveryDigest(id string) string {
 // eventArgs appends the 7 script fields of an event; id is its delivery id
 // as the script wants it (raw for pendScript, digested for applyScript).
 func eventArgs(args []any, e *fleet.Event, id string) []any {
-	x := e.Status
-	if e.Type == fleet.EventOnlineChanged {
+	x, typ := e.Status, e.Type
+	switch typ {
+	case fleet.EventOnlineChanged:
 		x = "0"
 		if e.Online {
 			x = "1"
 		}
+	case fleet.EventSecretRotated: // an offline change at the rotation
+		typ, x = fleet.EventOnlineChanged, "0"
 	}
-	return append(args, int(e.Type), id, e.TS, e.DeviceID, e.SessionID, x, e.DurationSec)
+	return append(args, int(typ), id, e.TS, e.DeviceID, e.SessionID, x, e.DurationSec)
 }
 
 // applyEvents applies non-registration events. Devices are routed to their
