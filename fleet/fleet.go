@@ -259,3 +259,24 @@ type WorkspaceStats struct {
 type StatsReader interface {
 	Stats(ctx context.Context) ([]WorkspaceStats, error)
 }
+
+// StatusLabels are the status values that metrics count ended sessions by:
+// the statuses senders use (QuickDesk's success, failed and timeout, plus
+// cancelled and error), then StatusOther for any other. A session keeps
+// the status as sent; only counts are folded, so that free text from
+// senders cannot grow the counts without bound.
+var StatusLabels = [...]string{"success", "failed", "timeout", "cancelled", "error", StatusOther}
+
+// StatusOther is the label of ended sessions with a status outside
+// StatusLabels.
+const StatusOther = "other"
+
+// StatusLabel folds a session.ended status into one of StatusLabels.
+func StatusLabel(status string) string {
+	for _, l := range StatusLabels[:len(StatusLabels)-1] {
+		if status == l {
+			return l
+		}
+	}
+	return StatusOther
+}
