@@ -151,7 +151,7 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 	minLive := strconv.FormatInt(now-s.cfg.LiveSessionBound.Milliseconds(), 10)
 	type cmds struct {
 		devs, on, live *redis.IntCmd
-		tot, secm      *redis.MapStringStringCmd
+		tot            *redis.MapStringStringCmd
 	}
 	cs := make([]cmds, len(wss))
 	// Pipelines of statsChunk workspaces, so that neither side buffers
@@ -165,7 +165,6 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 				on:   pipe.ZCard(ctx, wsKey(ws, "on")),
 				live: pipe.ZCount(ctx, wsKey(ws, "live"), minLive, "+inf"),
 				tot:  pipe.HGetAll(ctx, wsKey(ws, "tot")),
-				secm: pipe.HGetAll(ctx, wsKey(ws, "secm")),
 			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -175,13 +174,11 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 	out := make([]fleet.WorkspaceStats, len(wss))
 	for i, ws := range wss {
 		st := fleet.WorkspaceStats{Workspace: ws, Devices: cs[i].devs.Val(), Online: cs[i].on.Val(), LiveSessions: cs[i].live.Val()}
-		for _, v := range cs[i].secm.Val() {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			st.SessionSeconds += n
-		}
 		for f, v := range cs[i].tot.Val() {
 			n, _ := strconv.ParseInt(v, 10, 64)
-			if status, ok := strings.CutPrefix(f, "e:"); ok {
+			if f == "s" {
+				st.SessionSeconds = n
+			} else if status, ok := strings.CutPrefix(f, "e:"); ok && n != 0 {
 				if st.Ended == nil {
 					st.Ended = map[string]int64{}
 				}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/redis/go-redis/v9"
@@ -15,33 +14,75 @@ import (
 
 const dayMs = 86400000
 
-// Apply implements fleet.Ingester. Events are applied in runs: a run of
-// registrations, then a run of everything else, and so on, so that order
-// between a registration and the events around it is kept. A run costs one
-// round trip when every device's workspace is cached.
+// Bounds of event values, checked before anything is written (the decoder
+// checks them first; these keep a bug there from reaching Redis).
+const (
+	minTS = -62135596800000 // 0001-01-01
+	maxTS = 253402300799999 // 9999-12-31
+)
+
+// Apply implements fleet.Ingester. Every event is checked first, so a bad
+// one refuses the request with nothing written. Placements (registrations
+// and deletes) are applied first, then everything else: the state does not
+// depend on the order (SPEC §3, Convergence), only the counts might.
 func (s *Store) Apply(ctx context.Context, events []fleet.Event, results []fleet.Result) error {
-	for i := 0; i < len(events); {
-		reg := events[i].Type == fleet.EventDeviceRegistered
-		j := i + 1
-		if reg {
-			// A device registered twice in one run must be done in order.
-			seen := map[string]bool{events[i].DeviceID: true}
-			for j < len(events) && events[j].Type == fleet.EventDeviceRegistered && !seen[events[j].DeviceID] {
-				seen[events[j].DeviceID] = true
-				j++
-			}
-			if err := s.register(ctx, events[i:j], results[i:j]); err != nil {
-				return err
-			}
-		} else {
-			for j < len(events) && events[j].Type != fleet.EventDeviceRegistered {
-				j++
-			}
-			if err := s.applyEvents(ctx, events[i:j], results[i:j]); err != nil {
-				return err
+	if err := s.validate(events); err != nil {
+		return err
+	}
+	var placements, others []int
+	for i := range events {
+		switch events[i].Type {
+		case fleet.EventUnknown:
+			results[i] = fleet.Ignored
+		case fleet.EventDeviceRegistered, fleet.EventDeviceDeleted:
+			placements = append(placements, i)
+		default:
+			others = append(others, i)
+		}
+	}
+	if len(placements) > 0 {
+		if err := s.place(ctx, events, placements, results); err != nil {
+			return err
+		}
+	}
+	if len(others) > 0 {
+		return s.applyEvents(ctx, events, others, results)
+	}
+	return nil
+}
+
+// validate refuses events whose values the store cannot apply.
+func (s *Store) validate(events []fleet.Event) error {
+	for i := range events {
+		e := &events[i]
+		bad := func(why string) error { return fleet.Errorf(fleet.EINVALID, "event %d: %s", i, why) }
+		if s.refuse != nil {
+			if err := s.refuse(e); err != nil {
+				return bad(err.Error())
 			}
 		}
-		i = j
+		if e.Type == fleet.EventUnknown {
+			continue
+		}
+		if !fleet.ValidID(e.DeviceID) || e.ID != "" && !fleet.ValidID(e.ID) {
+			return bad("invalid id")
+		}
+		if e.TS < minTS || e.TS > maxTS {
+			return bad("ts out of range")
+		}
+		switch e.Type {
+		case fleet.EventDeviceRegistered:
+			if !fleet.ValidID(e.WorkspaceID) || e.UserID != "" && !fleet.ValidID(e.UserID) {
+				return bad("invalid id")
+			}
+		case fleet.EventSessionStarted, fleet.EventSessionEnded:
+			if !fleet.ValidID(e.SessionID) {
+				return bad("invalid sessionId")
+			}
+			if e.Type == fleet.EventSessionEnded && (e.DurationSec < -1 || e.DurationSec > maxDurationSec) {
+				return bad("durationSec out of range")
+			}
+		}
 	}
 	return nil
 }
@@ -51,7 +92,7 @@ func (s *Store) clock() (now int64, day int64) {
 	return now, now / dayMs
 }
 
-// deliveryDigest is what dedupeLua keeps of a delivery id: the first 12
+// deliveryDigest is what dedupe.lua keeps of a delivery id: the first 12
 // bytes (96 bits) of its SHA-256, so that ids of any length cost the same
 // and two ids of one workspace and day collide with a chance of about
 // n²/2⁹⁷ (1e-11 at a billion ids). "" stays "" (no id, no de-duplication).
@@ -63,120 +104,157 @@ func deliveryDigest(id string) string {
 	return string(sum[:12])
 }
 
-// eventArgs appends the 7 script fields of an event; id is its delivery id
-// as the script wants it (raw for pendScript, digested for applyScript).
-func eventArgs(args []any, e *fleet.Event, id string) []any {
-	x, typ := e.Status, e.Type
-	switch typ {
+// eventFields returns the type, x and durationSec fields of an event as the
+// scripts take them. A secret rotation is an offline change at its ts.
+func eventFields(e *fleet.Event) (typ int, x, dur string) {
+	typ, x = int(e.Type), e.Status
+	switch e.Type {
 	case fleet.EventOnlineChanged:
 		x = "0"
 		if e.Online {
 			x = "1"
 		}
-	case fleet.EventSecretRotated: // an offline change at the rotation
-		typ, x = fleet.EventOnlineChanged, "0"
+	case fleet.EventSecretRotated:
+		typ, x = int(fleet.EventOnlineChanged), "0"
 	}
-	return append(args, int(typ), id, e.TS, e.DeviceID, e.SessionID, x, e.DurationSec)
+	if e.Type == fleet.EventSessionEnded && e.DurationSec >= 0 {
+		dur = strconv.FormatInt(e.DurationSec, 10)
+	}
+	return typ, x, dur
 }
 
-// applyEvents applies non-registration events. Devices are routed to their
-// workspace (cache, else the index); events of devices without one are kept
-// in the device's index bucket. Events that find their device elsewhere are
-// routed again, at most a few times.
-func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results []fleet.Result) error {
-	work := make([]int, 0, len(events))
-	for i := range events {
-		if events[i].Type == fleet.EventUnknown {
-			results[i] = fleet.Ignored
-			continue
-		}
-		work = append(work, i)
+// homeOf returns the workspace an event belongs to under history h ("" for
+// none: it is kept): the device's workspace now for presence, the home at
+// the session's start for session events (its end minus durationSec for an
+// end; apply.lua moves it when its start says otherwise).
+func homeOf(e *fleet.Event, h history) string {
+	switch e.Type {
+	case fleet.EventSessionStarted:
+		return h.home(e.TS)
+	case fleet.EventSessionEnded:
+		return h.home(e.TS - max(e.DurationSec, 0)*1000)
 	}
-	// staleWS[d] is a workspace the index names but that lacks the device.
-	var staleWS map[string]string
-	var deleted [][2]string // device, workspace it was deleted from
+	return h.owner()
+}
+
+// applyEvents applies presence and session events. Devices are routed by
+// their placement history (cache, else the index) to the event's home;
+// events without one are kept in the device's index bucket. An event that
+// a workspace refuses (its history there is newer than the router's) is
+// routed again from the index; a workspace that lags behind the index is
+// brought in step first.
+func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []int, results []fleet.Result) error {
+	now, day := s.clock()
+	post := newFollowUp()
+	var refused map[string]string // device → workspace that answered rNotHere
 	for attempt := 0; len(work) > 0; attempt++ {
 		if attempt == 4 {
 			return fmt.Errorf("redisstore: apply: %d events still unrouted after %d attempts", len(work), attempt)
 		}
-		route, err := s.resolve(ctx, events, work, attempt == 0)
+		routes, err := s.resolve(ctx, events, work, attempt == 0)
 		if err != nil {
 			return err
 		}
-		now, day := s.clock()
+		// A workspace that refused an event that the index sends there
+		// again lags behind the index: sync it.
+		var lagging []*recon
+		for d, ws := range refused {
+			if rt := routes[d]; rt != nil && containsString(rt.h.workspaces(), ws) {
+				lagging = append(lagging, &recon{device: d, route: rt})
+			}
+		}
+		if len(lagging) > 0 {
+			if err := s.reconcile(ctx, lagging); err != nil {
+				return err
+			}
+		}
+		refused = nil
 		var calls []*call
 		byWS := map[string]*call{}
-		prefixes := map[string]string{} // workspace → key prefix, built once per attempt
 		byBucket := map[uint32]*call{}
 		for _, i := range work {
 			e := &events[i]
-			ws := route[e.DeviceID]
-			if stale, ok := staleWS[e.DeviceID]; ws != "" && !(ok && stale == ws) {
-				// One call per workspace on a cluster (one slot per
-				// script); one call for all on a single Redis.
-				group := ws
-				if !s.cluster {
-					group = ""
-				}
-				c := byWS[group]
+			rt := routes[e.DeviceID]
+			ws := ""
+			if rt != nil {
+				ws = homeOf(e, rt.h)
+			}
+			typ, x, dur := eventFields(e)
+			if ws == "" {
+				b := bucketOf(e.DeviceID)
+				c := byBucket[b]
 				if c == nil {
-					c = &call{script: applyScript, keys: []string{wsDevKey(ws)},
-						args: []any{now, day, s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()}}
-					byWS[group] = c
+					c = &call{script: keepScript, keys: []string{idxKey(b)}, args: []any{now}}
+					byBucket[b] = c
 					calls = append(calls, c)
 				}
-				prefix, ok := prefixes[ws]
-				if !ok {
-					prefix = wsPrefix(ws)
-					prefixes[ws] = prefix
-				}
-				c.args = eventArgs(append(c.args, prefix), e, deliveryDigest(e.ID))
+				c.args = append(c.args, typ, deliveryDigest(e.ID), e.TS, e.DeviceID, e.SessionID, x, dur)
 				c.idx = append(c.idx, i)
 				continue
 			}
-			b := bucketOf(e.DeviceID)
-			c := byBucket[b]
+			// One call per workspace on a cluster (one slot per script);
+			// one call for all on a single Redis.
+			group := ws
+			if !s.cluster {
+				group = ""
+			}
+			c := byWS[group]
 			if c == nil {
-				c = &call{script: pendScript, keys: []string{idxKey(b)}, args: []any{now, day}}
-				byBucket[b] = c
+				c = &call{script: applyScript, keys: []string{wsDevKey(ws)},
+					args: []any{now, day, s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()}}
+				byWS[group] = c
 				calls = append(calls, c)
 			}
-			c.args = append(eventArgs(c.args, e, e.ID), staleWS[e.DeviceID])
+			c.args = append(c.args, wsPrefix(ws), typ, deliveryDigest(e.ID), e.TS, e.DeviceID, e.SessionID, x, dur)
 			c.idx = append(c.idx, i)
+			c.ws = append(c.ws, ws)
 		}
+		calls = append(calls, s.sweeps(byWS, now)...)
 		if err := s.exec(ctx, calls); err != nil {
 			return err
 		}
 		next := work[:0:0]
 		for _, c := range calls {
+			if c.idx == nil {
+				continue // a sweep
+			}
 			vals, err := c.cmd.Slice()
 			if err != nil || len(vals) != len(c.idx) {
 				return fmt.Errorf("redisstore: apply: bad script reply: %v", err)
 			}
 			for k, v := range vals {
 				i := c.idx[k]
-				d := events[i].DeviceID
+				e := &events[i]
 				switch v := v.(type) {
-				case string: // pendScript: the device is registered in v
-					s.cache.set(strings.Clone(d), strings.Clone(v))
+				case string: // keep.lua: the device has a home for it after all
+					s.cache.set(strings.Clone(e.DeviceID), strings.Clone(v))
 					next = append(next, i)
 				case int64:
-					if v == rNotHere {
-						s.cache.del(d)
+					code, flags := v&codeMask, v&^codeMask
+					switch {
+					case code == rNotHere:
+						s.cache.del(e.DeviceID)
 						if c.script == applyScript {
-							// Remember which workspace said no; if the index
-							// still names it, the event is kept instead.
-							if staleWS == nil {
-								staleWS = map[string]string{}
+							if refused == nil {
+								refused = map[string]string{}
 							}
-							staleWS[d] = route[d]
+							refused[e.DeviceID] = c.ws[k]
 						}
 						next = append(next, i)
 						continue
+					case code == rMoved:
+						results[i] = fleet.Accepted
+						post.reunite(e.DeviceID, e.SessionID)
+					case code <= rStale:
+						results[i] = fleet.Result(code)
+					default:
+						return fmt.Errorf("redisstore: apply: unexpected code %d", v)
 					}
-					results[i] = fleet.Result(v)
-					if c.script == applyScript && v == rAccepted && events[i].Type == fleet.EventDeviceDeleted {
-						deleted = append(deleted, [2]string{d, route[d]})
+					if flags&fMulti != 0 && e.SessionID != "" {
+						post.reunite(e.DeviceID, e.SessionID)
+					}
+					if flags&fElsewhere != 0 {
+						post.seen(e.DeviceID, e.TS)
 					}
 				default:
 					return fmt.Errorf("redisstore: apply: unexpected reply %T", v)
@@ -185,48 +263,50 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, results [
 		}
 		work = next
 	}
-	if len(deleted) > 0 {
-		return s.unindex(ctx, deleted)
-	}
-	return nil
+	return s.followUp(ctx, post)
 }
 
-// resolve maps the devices of events[work] to their workspace ("" for
-// none), from the cache when useCache, else from the index.
-func (s *Store) resolve(ctx context.Context, events []fleet.Event, work []int, useCache bool) (map[string]string, error) {
-	route := make(map[string]string, len(work))
+// route is what the router knows of a device: its placement history.
+type route struct {
+	raw string
+	h   history
+}
+
+// resolve returns the routes of the devices of events[work] (nil for a
+// device never placed), from the cache when useCache, else from the index.
+func (s *Store) resolve(ctx context.Context, events []fleet.Event, work []int, useCache bool) (map[string]*route, error) {
+	routes := make(map[string]*route, len(work))
 	var missing []string
 	for _, i := range work {
 		d := events[i].DeviceID
-		if _, ok := route[d]; ok {
+		if _, ok := routes[d]; ok {
 			continue
 		}
 		if useCache {
-			if ws, ok := s.cache.get(d); ok {
-				route[d] = ws
+			if rt, ok := s.cache.get(d); ok {
+				routes[d] = rt
 				continue
 			}
 		}
-		route[d] = ""
+		routes[d] = nil
 		missing = append(missing, d)
 	}
 	if len(missing) == 0 {
-		return route, nil
+		return routes, nil
 	}
-	ws, err := s.lookup(ctx, missing)
+	raws, err := s.lookup(ctx, missing)
 	if err != nil {
 		return nil, err
 	}
 	for k, d := range missing {
-		route[d] = ws[k]
-		if ws[k] != "" {
-			s.cache.set(strings.Clone(d), ws[k])
+		if raws[k] != "" {
+			routes[d] = s.cache.set(strings.Clone(d), raws[k])
 		}
 	}
-	return route, nil
+	return routes, nil
 }
 
-// lookup reads the index for devices in one round trip.
+// lookup reads the placement histories of devices in one round trip.
 func (s *Store) lookup(ctx context.Context, devices []string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -245,297 +325,667 @@ func (s *Store) lookup(ctx context.Context, devices []string) ([]string, error) 
 	return out, nil
 }
 
-// unindex drops the index entries of deleted devices (step 2 of a delete),
-// only where they still name the workspace the device was deleted from.
-func (s *Store) unindex(ctx context.Context, deleted [][2]string) error {
-	byBucket := map[uint32]*call{}
-	var calls []*call
-	for _, dw := range deleted {
-		s.cache.del(dw[0])
-		b := bucketOf(dw[0])
-		c := byBucket[b]
-		if c == nil {
-			c = &call{script: unindexScript, keys: []string{idxKey(b)}}
-			byBucket[b] = c
-			calls = append(calls, c)
-		}
-		c.args = append(c.args, dw[0], dw[1])
+// sweeps returns the housekeeping calls due for the workspaces a commit
+// touches: each at most once a minute per replica (sweep.lua).
+func (s *Store) sweeps(byWS map[string]*call, now int64) []*call {
+	var out []*call
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	if len(s.swept) > 100000 {
+		clear(s.swept)
 	}
-	return s.exec(ctx, calls)
+	for _, c := range byWS {
+		for _, ws := range c.ws {
+			if last, ok := s.swept[ws]; ok && now-last < 60000 && now >= last {
+				continue
+			}
+			s.swept[ws] = now
+			out = append(out, &call{script: sweepScript, keys: []string{wsDevKey(ws)},
+				args: []any{now, s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()}})
+		}
+	}
+	return out
 }
 
-// register applies a run of registrations, at most one per device.
-func (s *Store) register(ctx context.Context, events []fleet.Event, results []fleet.Result) error {
-	devices := make([]string, len(events))
-	for k := range events {
-		devices[k] = events[k].DeviceID
+// followUp collects the work that events of moved devices leave: sessions
+// to bring together at their home, and last-seen times to carry to the
+// device's workspace now.
+type followUp struct {
+	sessions map[string][]string // device → session ids
+	lastSeen map[string]int64
+}
+
+func newFollowUp() *followUp { return &followUp{} }
+
+func (f *followUp) reunite(d, sid string) {
+	if f.sessions == nil {
+		f.sessions = map[string][]string{}
 	}
-	old, err := s.lookup(ctx, devices)
+	if !containsString(f.sessions[d], sid) {
+		f.sessions[d] = append(f.sessions[d], sid)
+	}
+}
+
+func (f *followUp) seen(d string, ts int64) {
+	if f.lastSeen == nil {
+		f.lastSeen = map[string]int64{}
+	}
+	f.lastSeen[d] = max(f.lastSeen[d], ts)
+}
+
+func (s *Store) followUp(ctx context.Context, f *followUp) error {
+	if len(f.sessions) == 0 && len(f.lastSeen) == 0 {
+		return nil
+	}
+	devices := make([]string, 0, len(f.sessions)+len(f.lastSeen))
+	for d := range f.sessions {
+		devices = append(devices, d)
+	}
+	for d := range f.lastSeen {
+		if _, ok := f.sessions[d]; !ok {
+			devices = append(devices, d)
+		}
+	}
+	raws, err := s.lookup(ctx, devices)
 	if err != nil {
 		return err
 	}
-	// Presence carried by devices that move between workspaces.
-	carry := make([]*deviceRecord, len(events))
-	var moves []int
-	for k := range events {
-		if old[k] != "" && old[k] != events[k].WorkspaceID {
-			moves = append(moves, k)
-		}
-	}
-	if len(moves) > 0 {
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-		defer cancel()
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.StringCmd, len(moves))
-		for m, k := range moves {
-			cmds[m] = pipe.HGet(ctx, wsDevKey(old[k]), devices[k])
-		}
-		if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
-			return wrap("register: read moved devices", err)
-		}
-		for m, k := range moves {
-			if rec, err := parseDeviceRecord(cmds[m].Val()); err == nil {
-				carry[k] = &rec
-			}
-		}
-	}
-	now, day := s.clock()
-	byWS := map[string]*call{}
+	var rs []*reunion
+	byOwner := map[string]*call{}
 	var calls []*call
-	for k := range events {
-		e := &events[k]
-		c := byWS[e.WorkspaceID]
-		if c == nil {
-			c = &call{script: registerScript, keys: []string{wsDevKey(e.WorkspaceID)}, args: []any{now, day}}
-			byWS[e.WorkspaceID] = c
-			calls = append(calls, c)
+	for k, d := range devices {
+		rt := s.cache.set(strings.Clone(d), raws[k])
+		if rt == nil {
+			continue
 		}
-		on, ot, ls := "", "0", "0" // a new device carries nothing
-		if cr := carry[k]; cr != nil {
-			on, ot, ls = strconv.Itoa(cr.On), strconv.FormatInt(cr.OT, 10), strconv.FormatInt(cr.LastSeen, 10)
+		if sids := f.sessions[d]; len(sids) > 0 {
+			rs = append(rs, &reunion{device: d, route: rt, sids: sids})
 		}
-		cold, err := json.Marshal(coldFields{Name: e.Name, OS: e.OS, User: e.UserID})
-		if err != nil {
-			return fmt.Errorf("redisstore: register: %w", err)
-		}
-		c.args = append(c.args, deliveryDigest(e.ID), e.TS, e.DeviceID, string(cold), on, ot, ls)
-		c.idx = append(c.idx, k)
-	}
-	if err := s.exec(ctx, calls); err != nil {
-		return err
-	}
-	for _, c := range calls {
-		vals, err := c.cmd.Int64Slice()
-		if err != nil || len(vals) != len(c.idx) {
-			return fmt.Errorf("redisstore: register: bad script reply: %v", err)
-		}
-		for n, v := range vals {
-			results[c.idx[n]] = fleet.Result(v)
-		}
-	}
-
-	// Step 2: point the index at the new workspace and collect kept events.
-	byBucket := map[uint32]*call{}
-	calls = calls[:0]
-	for k := range events {
-		b := bucketOf(devices[k])
-		c := byBucket[b]
-		if c == nil {
-			c = &call{script: claimScript, keys: []string{idxKey(b)}}
-			byBucket[b] = c
-			calls = append(calls, c)
-		}
-		c.args = append(c.args, devices[k], events[k].WorkspaceID)
-		c.idx = append(c.idx, k)
-	}
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	pipe := s.rdb.Pipeline()
-	wsSeen := map[string]bool{}
-	for k := range events {
-		if !wsSeen[events[k].WorkspaceID] {
-			wsSeen[events[k].WorkspaceID] = true
-			pipe.SAdd(wctx, keyWorkspaces, events[k].WorkspaceID)
-		}
-	}
-	if _, err := pipe.Exec(wctx); err != nil {
-		return wrap("register: workspaces", err)
-	}
-	if err := s.exec(ctx, calls); err != nil {
-		return err
-	}
-	var kept []fleet.Event
-	var keptFields [][3]string
-	for _, c := range calls {
-		vals, err := c.cmd.Slice()
-		if err != nil || len(vals) != len(c.idx) {
-			return fmt.Errorf("redisstore: register: bad claim reply: %v", err)
-		}
-		for n, v := range vals {
-			k := c.idx[n]
-			s.cache.set(strings.Clone(devices[k]), strings.Clone(events[k].WorkspaceID))
-			pairs, _ := v.([]any)
-			for p := 0; p+1 < len(pairs); p += 2 {
-				field, _ := pairs[p].(string)
-				val, _ := pairs[p+1].(string)
-				e, err := decodeKept(val)
-				if err != nil {
-					return fmt.Errorf("redisstore: register: kept event of %s: %w", devices[k], err)
+		if ts, ok := f.lastSeen[d]; ok {
+			if ws := rt.h.owner(); ws != "" {
+				c := byOwner[ws]
+				if c == nil {
+					c = &call{script: adoptScript, keys: []string{wsDevKey(ws)}}
+					byOwner[ws] = c
+					calls = append(calls, c)
 				}
-				kept = append(kept, e)
-				keptFields = append(keptFields, [3]string{devices[k], field, val})
+				c.args = append(c.args, d, "", "", ts)
 			}
 		}
 	}
-
-	if s.hookAfterClaim != nil {
-		s.hookAfterClaim()
-	}
-	// Step 3: evict moved devices from their old workspace.
-	if err := s.evict(ctx, events, old, moves, carry); err != nil {
+	if err := s.reuniteAll(ctx, rs); err != nil {
 		return err
-	}
-
-	// Step 4: replay kept events, then drop them.
-	if len(kept) == 0 {
-		return nil
-	}
-	if err := s.applyEvents(ctx, kept, make([]fleet.Result, len(kept))); err != nil {
-		return err
-	}
-	byBucket = map[uint32]*call{}
-	calls = calls[:0]
-	for _, f := range keptFields {
-		b := bucketOf(f[0])
-		c := byBucket[b]
-		if c == nil {
-			c = &call{script: unpendScript, keys: []string{idxKey(b)}}
-			byBucket[b] = c
-			calls = append(calls, c)
-		}
-		c.args = append(c.args, f[0], f[1], f[2])
 	}
 	return s.exec(ctx, calls)
 }
 
-// evict removes the moved devices (events[k] for k in moves) from their old
-// workspaces. An event that another replica routed to the old copy after
-// its presence was read (its cache still named the old workspace) changed
-// that copy: what the evicted record says beyond carry[k] is merged into
-// the new workspace by the ordering rules, so it is not lost with the copy.
-func (s *Store) evict(ctx context.Context, events []fleet.Event, old []string, moves []int, carry []*deviceRecord) error {
-	if len(moves) == 0 {
-		return nil
+// place applies registrations and deletes (keys.go, "Placement"): (1) add
+// them to the devices' histories in the index, (2) bring every workspace
+// of each history in step, (3) carry presence and last seen to the
+// device's workspace now, (4) bring sessions and kept events home.
+func (s *Store) place(ctx context.Context, events []fleet.Event, work []int, results []fleet.Result) error {
+	type dev struct {
+		entries []string
+		idx     []int
+		regs    map[string]*fleet.Event // workspace → its greatest registration here
 	}
-	byOld := map[string]*call{}
-	var calls []*call
-	for _, k := range moves {
-		c := byOld[old[k]]
+	devs := map[string]*dev{}
+	var order []string
+	wsSeen := map[string]bool{}
+	var sadd []*call
+	for _, i := range work {
+		e := &events[i]
+		d := devs[e.DeviceID]
+		if d == nil {
+			d = &dev{regs: map[string]*fleet.Event{}}
+			devs[e.DeviceID] = d
+			order = append(order, e.DeviceID)
+		}
+		p := placement{ts: e.TS, del: e.Type == fleet.EventDeviceDeleted, ws: e.WorkspaceID}
+		d.entries = append(d.entries, p.String())
+		d.idx = append(d.idx, i)
+		if !p.del {
+			if cur := d.regs[e.WorkspaceID]; cur == nil || regAfter(e, cur) {
+				d.regs[e.WorkspaceID] = e
+			}
+			if !wsSeen[e.WorkspaceID] {
+				wsSeen[e.WorkspaceID] = true
+				sadd = append(sadd, &call{raw: []any{"sadd", keyWorkspaces, e.WorkspaceID}})
+			}
+		}
+	}
+	byBucket := map[uint32]*call{}
+	calls := sadd
+	for _, id := range order {
+		d := devs[id]
+		b := bucketOf(id)
+		c := byBucket[b]
 		if c == nil {
-			c = &call{script: evictScript, keys: []string{wsDevKey(old[k])}}
-			byOld[old[k]] = c
+			c = &call{script: placeScript, keys: []string{idxKey(b)}}
+			byBucket[b] = c
 			calls = append(calls, c)
 		}
-		c.args = append(c.args, events[k].DeviceID)
-		c.idx = append(c.idx, k)
+		c.args = append(c.args, id, len(d.entries))
+		for _, en := range d.entries {
+			c.args = append(c.args, en)
+		}
+		c.devs = append(c.devs, id)
 	}
 	if err := s.exec(ctx, calls); err != nil {
 		return err
 	}
-	byNew := map[string]*call{}
-	var adopt []*call
-	for _, c := range calls {
-		vals, err := c.cmd.Slice()
-		if err != nil || len(vals) != len(c.idx) {
-			return fmt.Errorf("redisstore: register: bad evict reply: %v", err)
-		}
-		for n, v := range vals {
-			raw, _ := v.(string)
-			rec, err := parseDeviceRecord(raw)
-			k := c.idx[n]
-			if err != nil || carry[k] != nil && rec.OT <= carry[k].OT && rec.LastSeen <= carry[k].LastSeen {
-				continue // gone already, or nothing new since it was carried
-			}
-			ws := events[k].WorkspaceID
-			a := byNew[ws]
-			if a == nil {
-				a = &call{script: adoptScript, keys: []string{wsDevKey(ws)}}
-				byNew[ws] = a
-				adopt = append(adopt, a)
-			}
-			a.args = append(a.args, events[k].DeviceID, rec.On, rec.OT, rec.LastSeen)
+	if s.hookAfterPlace != nil {
+		if err := s.hookAfterPlace(); err != nil {
+			return err
 		}
 	}
-	if len(adopt) == 0 {
+	var rs []*recon
+	for _, c := range calls {
+		if c.script != placeScript {
+			continue
+		}
+		vals, err := c.cmd.Slice()
+		if err != nil || len(vals) != len(c.devs) {
+			return fmt.Errorf("redisstore: place: bad script reply: %v", err)
+		}
+		for k, v := range vals {
+			id := c.devs[k]
+			d := devs[id]
+			parts, _ := v.([]any)
+			if len(parts) != 3 {
+				return fmt.Errorf("redisstore: place: bad script reply for %s", id)
+			}
+			raw, _ := parts[0].(string)
+			flags, _ := parts[1].(string)
+			for n, i := range d.idx {
+				results[i] = fleet.Duplicate
+				if n < len(flags) && flags[n] == '1' {
+					results[i] = fleet.Accepted
+				}
+			}
+			rt := s.cache.set(strings.Clone(id), raw)
+			if rt == nil {
+				return fmt.Errorf("redisstore: place: malformed history of %s", id)
+			}
+			r := &recon{device: id, route: rt, regs: d.regs, pending: pairs(parts[2]), havePending: true}
+			rs = append(rs, r)
+		}
+	}
+	return s.reconcile(ctx, rs)
+}
+
+// regAfter reports whether registration a wins over b of the same
+// workspace: the newer ts, then the greater name, os and user.
+func regAfter(a, b *fleet.Event) bool {
+	if a.TS != b.TS {
+		return a.TS > b.TS
+	}
+	if a.Name != b.Name {
+		return a.Name > b.Name
+	}
+	if a.OS != b.OS {
+		return a.OS > b.OS
+	}
+	return a.UserID > b.UserID
+}
+
+// pairs reads a hash reply: a flat field, value list (RESP2 and scripts)
+// or a map (RESP3).
+func pairs(v any) map[string]string {
+	if mm, ok := v.(map[any]any); ok {
+		m := make(map[string]string, len(mm))
+		for k, val := range mm {
+			ks, _ := k.(string)
+			vs, _ := val.(string)
+			m[ks] = vs
+		}
+		return m
+	}
+	l, _ := v.([]any)
+	m := make(map[string]string, len(l)/2)
+	for i := 0; i+1 < len(l); i += 2 {
+		k, _ := l[i].(string)
+		val, _ := l[i+1].(string)
+		m[k] = val
+	}
+	return m
+}
+
+// recon is one device to bring in step with its placement history.
+type recon struct {
+	device      string
+	route       *route
+	regs        map[string]*fleet.Event // registrations that arrived with it
+	pending     map[string]string       // kept events (pend:D)
+	havePending bool
+}
+
+// reconcile brings the workspaces of each device's history in step
+// (sync.lua), carries presence and last seen to the device's workspace now
+// (adopt.lua), and brings the sessions that must move, and kept events,
+// to their home. Every step is idempotent: running it again, after a
+// crash or from another replica, finishes what is left.
+func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
+	if len(rs) == 0 {
 		return nil
 	}
-	return s.exec(ctx, adopt)
-}
-
-// decodeKept decodes an event kept by pendScript: a JSON array of the 7
-// fields of eventArgs. Numbers may come back as numbers or strings.
-func decodeKept(val string) (fleet.Event, error) {
-	var f []any
-	if err := json.Unmarshal([]byte(val), &f); err != nil || len(f) != 7 {
-		return fleet.Event{}, fmt.Errorf("malformed %q", val)
-	}
-	num := func(v any) int64 {
-		switch v := v.(type) {
-		case float64:
-			return int64(v)
-		case string:
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
+	now, _ := s.clock()
+	bound, retention := s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()
+	byWS := map[string]*call{}
+	var owners, others []*call
+	var pendCmds []*call
+	for _, r := range rs {
+		if !r.havePending {
+			c := &call{raw: []any{"hgetall", pendKey(r.device)}}
+			pendCmds = append(pendCmds, c)
+			c.rec = r
 		}
-		return 0
+		owner := r.route.h.owner()
+		for _, ws := range r.route.h.workspaces() {
+			c := byWS[ws]
+			if c == nil {
+				c = &call{script: syncScript, keys: []string{wsDevKey(ws)}, args: []any{now, bound, retention}}
+				byWS[ws] = c
+				if ws == owner {
+					owners = append(owners, c)
+				} else {
+					others = append(others, c)
+				}
+			}
+			c.args = append(c.args, r.device, r.route.raw)
+			if reg := r.regs[ws]; reg != nil {
+				cold, err := json.Marshal(coldFields{Name: reg.Name, OS: reg.OS, User: reg.UserID})
+				if err != nil {
+					return fmt.Errorf("redisstore: place: %w", err)
+				}
+				c.args = append(c.args, reg.TS, string(cold), reg.Name, reg.OS, reg.UserID)
+			} else {
+				c.args = append(c.args, "", "", "", "", "")
+			}
+			c.recs = append(c.recs, r)
+		}
 	}
-	str := func(v any) string { s, _ := v.(string); return s }
-	e := fleet.Event{Type: fleet.EventType(num(f[0])), ID: str(f[1]), TS: num(f[2]), DeviceID: str(f[3]), SessionID: str(f[4]), DurationSec: num(f[6])}
-	switch e.Type {
-	case fleet.EventOnlineChanged:
-		e.Online = str(f[5]) == "1"
-	case fleet.EventSessionEnded:
-		e.Status = str(f[5])
+	// The device's workspace now first, so that it is listed somewhere
+	// before the others drop it.
+	calls := append(append(owners, others...), pendCmds...)
+	if err := s.exec(ctx, calls); err != nil {
+		return err
 	}
-	return e, nil
+	for _, c := range pendCmds {
+		m, err := c.cmd.Result()
+		if err != nil && err != redis.Nil {
+			return fmt.Errorf("redisstore: reconcile: %w", err)
+		}
+		c.rec.pending = pairs(m)
+	}
+	type presence struct {
+		on     string
+		ot, ls int64
+		hasOT  bool
+		hasLS  bool
+	}
+	best := map[*recon]*presence{}
+	merge := func(r *recon, on, ot, ls string) {
+		p := best[r]
+		if p == nil {
+			p = &presence{}
+			best[r] = p
+		}
+		if ot != "" {
+			t, _ := strconv.ParseInt(ot, 10, 64)
+			if !p.hasOT || t > p.ot || t == p.ot && on == "0" {
+				p.on, p.ot, p.hasOT = on, t, true
+			}
+		}
+		if ls != "" {
+			t, _ := strconv.ParseInt(ls, 10, 64)
+			if !p.hasLS || t > p.ls {
+				p.ls, p.hasLS = t, true
+			}
+		}
+	}
+	moving := map[*recon][]string{}
+	multi := map[*recon]int{}
+	for _, c := range append(owners, others...) {
+		vals, err := c.cmd.Slice()
+		if err != nil || len(vals) != len(c.recs) {
+			return fmt.Errorf("redisstore: sync: bad script reply: %v", err)
+		}
+		for k, v := range vals {
+			r := c.recs[k]
+			res, _ := v.([]any)
+			if len(res) < 4 {
+				return fmt.Errorf("redisstore: sync: bad reply for %s", r.device)
+			}
+			on := fmt.Sprint(res[0])
+			ot, _ := res[1].(string)
+			ls, _ := res[2].(string)
+			merge(r, on, ot, ls)
+			multi[r]++
+			for p := 4; p+1 < len(res); p += 2 {
+				sid, _ := res[p].(string)
+				moving[r] = append(moving[r], sid)
+			}
+		}
+	}
+	byOwner := map[string]*call{}
+	var adopts []*call
+	var rus []*reunion
+	for _, r := range rs {
+		if o, ok := r.pending["o"]; ok {
+			on, ot, _ := strings.Cut(o, ",")
+			merge(r, on, ot, "")
+		}
+		if l, ok := r.pending["l"]; ok {
+			merge(r, "", "", l)
+		}
+		sids := moving[r]
+		for f := range r.pending {
+			if sid, ok := strings.CutPrefix(f, "s:"); ok && !containsString(sids, sid) {
+				sids = append(sids, sid)
+			}
+		}
+		if len(sids) > 0 {
+			rus = append(rus, &reunion{device: r.device, route: r.route, sids: sids})
+		}
+		owner := r.route.h.owner()
+		p := best[r]
+		if owner == "" || p == nil || multi[r] < 2 && len(r.pending) == 0 {
+			continue // nothing to carry: the owner's own record is all there is
+		}
+		c := byOwner[owner]
+		if c == nil {
+			c = &call{script: adoptScript, keys: []string{wsDevKey(owner)}}
+			byOwner[owner] = c
+			adopts = append(adopts, c)
+		}
+		on, ot, ls := "", "", ""
+		if p.hasOT {
+			on, ot = p.on, strconv.FormatInt(p.ot, 10)
+		}
+		if p.hasLS {
+			ls = strconv.FormatInt(p.ls, 10)
+		}
+		c.args = append(c.args, r.device, on, ot, ls)
+	}
+	if err := s.exec(ctx, adopts); err != nil {
+		return err
+	}
+	if err := s.reuniteAll(ctx, rus); err != nil {
+		return err
+	}
+	// Kept events are done with once the device has a workspace.
+	byBucket := map[uint32]*call{}
+	var unkeeps []*call
+	for _, r := range rs {
+		if len(r.pending) == 0 || r.route.h.owner() == "" {
+			continue
+		}
+		b := bucketOf(r.device)
+		c := byBucket[b]
+		if c == nil {
+			c = &call{script: unkeepScript, keys: []string{idxKey(b)}}
+			byBucket[b] = c
+			unkeeps = append(unkeeps, c)
+		}
+		c.args = append(c.args, r.device, r.pending["o"], r.pending["l"])
+	}
+	return s.exec(ctx, unkeeps)
 }
 
-// deviceRecord is a device as stored in fl:{w:W}:dev (see codecLua):
-// "ON,OT,LS,RT;" followed by the JSON of the cold fields.
-type deviceRecord struct {
-	On        int
-	OT        int64
-	LastSeen  int64
-	RotatedAt int64
-	coldFields
+// reunion is a device whose sessions may have copies in several places.
+type reunion struct {
+	device string
+	route  *route
+	sids   []string
 }
 
-// coldFields are the device fields that only registration and unbind
-// change; Go encodes them, the scripts carry them through untouched.
-type coldFields struct {
-	Name string `json:"n"`
-	OS   string `json:"o"`
-	User string `json:"u,omitempty"`
-}
-
-func parseDeviceRecord(raw string) (deviceRecord, error) {
-	var r deviceRecord
-	head, cold, ok := strings.Cut(raw, ";")
-	f := strings.Split(head, ",")
-	if !ok || len(f) != 4 {
-		return r, fmt.Errorf("malformed device record %q", raw)
+// reuniteAll brings every copy of the sessions of rs together at the
+// session's home: it reads the copies in every workspace of the device's
+// history and among its kept events, turns those away from home into
+// tombstones (which keep their content, so a crash loses nothing), and
+// merges all that is known into the home (merge.lua), or keeps it when the
+// session has no home yet. It repeats while a home turns out to have moved.
+func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
+	now, _ := s.clock()
+	bound, retention := s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()
+	for attempt := 0; len(rs) > 0; attempt++ {
+		if attempt == 4 {
+			return fmt.Errorf("redisstore: reunite: %d devices' sessions still moving after %d attempts", len(rs), attempt)
+		}
+		// 1. Read every copy.
+		type copyRef struct {
+			r   *reunion
+			sid string
+			ws  string // "" for kept
+			cmd *redis.StringCmd
+		}
+		var refs []*copyRef
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		pipe := s.rdb.Pipeline()
+		for _, r := range rs {
+			for _, sid := range r.sids {
+				for _, ws := range r.route.h.workspaces() {
+					refs = append(refs, &copyRef{r: r, sid: sid, ws: ws, cmd: pipe.HGet(rctx, wsKey(ws, "ss"), sid)})
+				}
+				refs = append(refs, &copyRef{r: r, sid: sid, cmd: pipe.HGet(rctx, pendKey(r.device), "s:"+sid)})
+			}
+		}
+		_, err := pipe.Exec(rctx)
+		cancel()
+		if err != nil && err != redis.Nil {
+			return s.fail("reunite", err)
+		}
+		type sess struct {
+			r       *reunion
+			sid     string
+			joined  sessionRecord
+			any     bool
+			home    string
+			live    []string // workspaces holding a counted copy away from home
+			pending string   // the kept copy, "" when none
+		}
+		var all []*sess
+		bySid := map[*reunion]map[string]*sess{}
+		for _, ref := range refs {
+			m := bySid[ref.r]
+			if m == nil {
+				m = map[string]*sess{}
+				bySid[ref.r] = m
+			}
+			x := m[ref.sid]
+			if x == nil {
+				x = &sess{r: ref.r, sid: ref.sid}
+				m[ref.sid] = x
+				all = append(all, x)
+			}
+			raw := ref.cmd.Val()
+			if raw == "" {
+				continue
+			}
+			rec, ok := parseSession(raw)
+			if !ok {
+				continue
+			}
+			if x.any {
+				x.joined = x.joined.join(rec)
+			} else {
+				x.joined, x.any = rec.join(rec), true
+			}
+			if ref.ws == "" {
+				x.pending = raw
+			} else if !rec.Tomb {
+				x.live = append(x.live, ref.ws)
+			}
+		}
+		// 2. Tombstones for the copies away from home.
+		var tombs []*call
+		byWS := map[string]*call{}
+		for _, x := range all {
+			if !x.any {
+				continue
+			}
+			x.home = x.r.route.h.home(x.joined.at())
+			for _, ws := range x.live {
+				if ws == x.home {
+					continue
+				}
+				c := byWS[ws]
+				if c == nil {
+					c = &call{script: tombScript, keys: []string{wsDevKey(ws)}, args: []any{now, bound, retention}}
+					byWS[ws] = c
+					tombs = append(tombs, c)
+				}
+				c.args = append(c.args, x.sid, x.home)
+				c.sess = append(c.sess, x.sid)
+				c.recs = append(c.recs, &recon{device: x.r.device})
+			}
+		}
+		if err := s.exec(ctx, tombs); err != nil {
+			return err
+		}
+		for _, c := range tombs {
+			vals, err := c.cmd.StringSlice()
+			if err != nil || len(vals) != len(c.sess) {
+				return fmt.Errorf("redisstore: tomb: bad script reply: %v", err)
+			}
+			for k, v := range vals {
+				if rec, ok := parseSession(v); ok {
+					x := bySid[reunionOf(rs, c.recs[k].device)][c.sess[k]]
+					x.joined = x.joined.join(rec)
+				}
+			}
+		}
+		// 3. Merge at home, or keep.
+		var merges, keeps, unpends []*call
+		mergeByWS := map[string]*call{}
+		keepByBucket := map[uint32]*call{}
+		unpendByBucket := map[uint32]*call{}
+		for _, x := range all {
+			if !x.any {
+				continue
+			}
+			x.joined.Written, x.joined.hasWritten = now, true
+			x.home = x.r.route.h.home(x.joined.at())
+			if x.home == "" {
+				b := bucketOf(x.r.device)
+				c := keepByBucket[b]
+				if c == nil {
+					c = &call{script: stashScript, keys: []string{idxKey(b)}, args: []any{now}}
+					keepByBucket[b] = c
+					keeps = append(keeps, c)
+				}
+				c.args = append(c.args, x.sid, x.joined.String())
+				c.sess = append(c.sess, x.sid)
+				c.recs = append(c.recs, &recon{device: x.r.device})
+				continue
+			}
+			c := mergeByWS[x.home]
+			if c == nil {
+				c = &call{script: mergeScript, keys: []string{wsDevKey(x.home)}, args: []any{now, bound, retention}}
+				mergeByWS[x.home] = c
+				merges = append(merges, c)
+			}
+			c.args = append(c.args, x.sid, x.joined.String())
+			c.sess = append(c.sess, x.sid)
+			c.recs = append(c.recs, &recon{device: x.r.device})
+			if x.pending != "" {
+				b := bucketOf(x.r.device)
+				u := unpendByBucket[b]
+				if u == nil {
+					u = &call{script: unpendScript, keys: []string{idxKey(b)}}
+					unpendByBucket[b] = u
+					unpends = append(unpends, u)
+				}
+				u.args = append(u.args, x.r.device, "s:"+x.sid, x.pending)
+			}
+		}
+		if err := s.exec(ctx, append(merges, keeps...)); err != nil {
+			return err
+		}
+		// Kept copies are dropped only once their home has them.
+		var again []*reunion
+		var lagging []*recon
+		retry := map[*reunion][]string{}
+		for _, c := range merges {
+			vals, err := c.cmd.Slice()
+			if err != nil || len(vals) != len(c.sess) {
+				return fmt.Errorf("redisstore: merge: bad script reply: %v", err)
+			}
+			for k, v := range vals {
+				res, _ := v.([]any)
+				code, _ := res[0].(int64)
+				r := reunionOf(rs, c.recs[k].device)
+				switch code {
+				case rAccepted, rDuplicate:
+				case rNotHere, rMoved:
+					if content, _ := res[1].(string); content == "" {
+						lagging = append(lagging, &recon{device: r.device, route: r.route})
+					}
+					retry[r] = append(retry[r], c.sess[k])
+				}
+			}
+		}
+		for _, c := range keeps {
+			vals, err := c.cmd.Slice()
+			if err != nil || len(vals) != len(c.sess) {
+				return fmt.Errorf("redisstore: stash: bad script reply: %v", err)
+			}
+			for k, v := range vals {
+				if h, ok := v.(string); ok { // it has a home after all
+					r := reunionOf(rs, c.recs[k].device)
+					if rt := s.cache.set(strings.Clone(r.device), h); rt != nil {
+						r.route = rt
+					}
+					retry[r] = append(retry[r], c.sess[k])
+				}
+			}
+		}
+		if err := s.exec(ctx, unpends); err != nil {
+			return err
+		}
+		if len(retry) == 0 {
+			return nil
+		}
+		// Fresh histories for what must go round again.
+		var devices []string
+		for r := range retry {
+			devices = append(devices, r.device)
+		}
+		raws, err := s.lookup(ctx, devices)
+		if err != nil {
+			return err
+		}
+		for k, d := range devices {
+			for r, sids := range retry {
+				if r.device == d {
+					if rt := s.cache.set(strings.Clone(d), raws[k]); rt != nil {
+						r.route = rt
+					}
+					again = append(again, &reunion{device: d, route: r.route, sids: sids})
+				}
+			}
+		}
+		for _, l := range lagging {
+			for _, r := range again {
+				if r.device == l.device {
+					l.route = r.route
+				}
+			}
+		}
+		if err := s.reconcile(ctx, lagging); err != nil {
+			return err
+		}
+		rs = again
 	}
-	r.On, _ = strconv.Atoi(f[0])
-	r.OT, _ = strconv.ParseInt(f[1], 10, 64)
-	r.LastSeen, _ = strconv.ParseInt(f[2], 10, 64)
-	r.RotatedAt, _ = strconv.ParseInt(f[3], 10, 64)
-	if err := json.Unmarshal([]byte(cold), &r.coldFields); err != nil {
-		return r, fmt.Errorf("malformed device record %q: %w", raw, err)
-	}
-	return r, nil
+	return nil
 }
 
-func (r *deviceRecord) device(ws, id string) fleet.Device {
-	return fleet.Device{ID: id, WorkspaceID: ws, Name: r.Name, OS: r.OS, UserID: r.User, Online: r.On == 1,
-		LastSeen: time.UnixMilli(r.LastSeen).UTC()}
+func reunionOf(rs []*reunion, device string) *reunion {
+	for _, r := range rs {
+		if r.device == device {
+			return r
+		}
+	}
+	return nil
 }

@@ -5,12 +5,12 @@ import (
 	"sync"
 )
 
-// wsCache remembers which workspace a device is registered in, so the hot
-// path needs no index lookup. It may be stale (another replica moved or
-// deleted the device): the apply script checks that the device is in the
-// workspace and answers rNotHere otherwise, and the entry is then dropped.
-// Bounded: a full shard is cleared rather than grown.
-type wsCache struct {
+// routeCache remembers devices' placement histories, so the hot path needs
+// no index lookup. It may be stale (another replica placed the device
+// since): the workspace a stale route leads to answers rNotHere, and the
+// route is read again from the index. Bounded: a full shard is cleared
+// rather than grown.
+type routeCache struct {
 	seed   maphash.Seed
 	max    int
 	shards [64]cacheShard
@@ -18,40 +18,49 @@ type wsCache struct {
 
 type cacheShard struct {
 	mu sync.RWMutex
-	m  map[string]string
+	m  map[string]*route
 }
 
-func newWSCache(size int) *wsCache {
-	c := &wsCache{seed: maphash.MakeSeed(), max: size/64 + 1}
+func newRouteCache(size int) *routeCache {
+	c := &routeCache{seed: maphash.MakeSeed(), max: size/64 + 1}
 	for i := range c.shards {
-		c.shards[i].m = make(map[string]string)
+		c.shards[i].m = make(map[string]*route)
 	}
 	return c
 }
 
-func (c *wsCache) shard(device string) *cacheShard {
+func (c *routeCache) shard(device string) *cacheShard {
 	return &c.shards[maphash.String(c.seed, device)%64]
 }
 
-func (c *wsCache) get(device string) (string, bool) {
+func (c *routeCache) get(device string) (*route, bool) {
 	sh := c.shard(device)
 	sh.mu.RLock()
-	ws, ok := sh.m[device]
+	rt, ok := sh.m[device]
 	sh.mu.RUnlock()
-	return ws, ok
+	return rt, ok
 }
 
-func (c *wsCache) set(device, ws string) {
+// set remembers the history raw of device and returns its route; nil (and
+// nothing remembered) when raw is empty or malformed.
+func (c *routeCache) set(device, raw string) *route {
+	h, ok := parseHistory(raw)
+	if !ok || len(h) == 0 {
+		c.del(device)
+		return nil
+	}
+	rt := &route{raw: raw, h: h}
 	sh := c.shard(device)
 	sh.mu.Lock()
 	if len(sh.m) >= c.max {
 		clear(sh.m)
 	}
-	sh.m[device] = ws
+	sh.m[device] = rt
 	sh.mu.Unlock()
+	return rt
 }
 
-func (c *wsCache) del(device string) {
+func (c *routeCache) del(device string) {
 	sh := c.shard(device)
 	sh.mu.Lock()
 	delete(sh.m, device)

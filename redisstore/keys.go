@@ -103,5 +103,10 @@ func idxKey(bucket uint32) string {
 	return "fl:{d:" + strconv.FormatUint(uint64(bucket), 16) + "}:idx"
 }
 
+// pendKey holds the events kept for device d (keep.lua).
+func pendKey(d string) string {
+	return "fl:{d:" + strconv.FormatUint(uint64(bucketOf(d)), 16) + "}:pend:" + d
+}
+
 func apiKeyKey(hashHex string) string { return "fl:key:" + hashHex }
 func apiKeyIDKey(id string) string    { return "fl:keyid:" + id }

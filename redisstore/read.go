@@ -138,6 +138,9 @@ func decodeDevice(ws, id, raw string) (fleet.Device, error) {
 	if err != nil {
 		return fleet.Device{}, fmt.Errorf("redisstore: device %s: %w", id, err)
 	}
+	if !rec.placedIn(ws) {
+		return fleet.Device{}, errDeviceNotFound(id) // a record kept for its sessions
+	}
 	return rec.device(ws, id), nil
 }
 

@@ -50,15 +50,21 @@ const (
 type Store struct {
 	rdb     redis.UniversalClient
 	cfg     Config
-	cache   *wsCache
+	cache   *routeCache
 	now     func() time.Time
 	loadMu  sync.Mutex
 	cluster bool
 	// lastReload is when the cluster topology was last reloaded (unix ns).
 	lastReload atomic.Int64
-	// hookAfterClaim, set by tests only, runs in a registration between
-	// pointing the index at the new workspace and evicting the old copy.
-	hookAfterClaim func()
+	// swept is when each workspace was last swept (sweep.lua), unix ms.
+	sweepMu sync.Mutex
+	swept   map[string]int64
+	// refuse, set by tests only, makes validate refuse an event, as for a
+	// value the decoder let through.
+	refuse func(*fleet.Event) error
+	// hookAfterPlace, set by tests only, runs in a placement between the
+	// index step and the workspaces' (an error stands for a crash there).
+	hookAfterPlace func() error
 }
 
 // reloadTopology refreshes the cluster's slot map after a node stopped
@@ -117,7 +123,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.DeviceCacheSize <= 0 {
 		cfg.DeviceCacheSize = DefaultDeviceCacheSize
 	}
-	s := &Store{cfg: cfg, cache: newWSCache(cfg.DeviceCacheSize), now: time.Now}
+	s := &Store{cfg: cfg, cache: newRouteCache(cfg.DeviceCacheSize), now: time.Now, swept: map[string]int64{}}
 	if len(cfg.Cluster) > 0 {
 		s.cluster = true
 		s.rdb = redis.NewClusterClient(&redis.ClusterOptions{
@@ -181,9 +187,6 @@ func (s *Store) Ping(ctx context.Context) error {
 // SetClock replaces the clock, for tests.
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
 
-var allScripts = []*redis.Script{applyScript, registerScript, evictScript, adoptScript, claimScript, unindexScript, unpendScript, pendScript,
-	devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}
-
 // loadScripts loads every script on every master, so EVALSHA works in
 // pipelines. It runs again whenever Redis answers NOSCRIPT (after a restart).
 func (s *Store) loadScripts(ctx context.Context) error {
@@ -216,7 +219,11 @@ func (s *Store) exec(ctx context.Context, calls []*call) error {
 			if c.done {
 				continue
 			}
-			c.cmd = pipe.EvalSha(ctx, c.script.Hash(), c.keys, c.args...)
+			if c.script == nil {
+				c.cmd = pipe.Do(ctx, c.raw...)
+			} else {
+				c.cmd = pipe.EvalSha(ctx, c.script.Hash(), c.keys, c.args...)
+			}
 			n++
 		}
 		if n == 0 {
@@ -246,15 +253,22 @@ func (s *Store) exec(ctx context.Context, calls []*call) error {
 	}
 }
 
-// call is one script invocation in a pipeline.
+// call is one script invocation (or, with no script, the command raw) in
+// a pipeline.
 type call struct {
 	script *redis.Script
 	keys   []string
 	args   []any
+	raw    []any
 	cmd    *redis.Cmd
 	done   bool
 	// what the caller needs to route the reply
-	idx []int
+	idx  []int    // event indexes
+	ws   []string // per event, its workspace
+	devs []string // per device
+	recs []*recon // per device or session
+	sess []string // per session
+	rec  *recon
 }
 
 // wrap turns a Redis error into a fleet error: anything that says the store

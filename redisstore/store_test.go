@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -280,8 +281,8 @@ func TestLateSessionStartDoesNotMakeLive(t *testing.T) {
 	apply(t, s, reg("d1", "acme", t0.Add(-time.Hour)))
 	apply(t, s, ended("d1", "s1", "failed", -1, t0))
 	wantResults(t, apply(t, s, started("d1", "s1", t0.Add(-time.Minute))), fleet.Accepted)
-	if st := stats(t, s, "acme"); st.LiveSessions != 0 || st.Ended["failed"] != 1 || st.SessionSeconds != 0 {
-		t.Fatalf("stats = %+v, want no live session, 1 failed of 0 s (start unknown when it ended)", st)
+	if st := stats(t, s, "acme"); st.LiveSessions != 0 || st.Ended["failed"] != 1 || st.SessionSeconds != 60 {
+		t.Fatalf("stats = %+v, want no live session, 1 failed of 60 s (recomputed from the late start)", st)
 	}
 	page, err := s.ListSessions(context.Background(), "acme", fleet.SessionFilter{}, "", 10)
 	if err != nil || len(page.Items) != 1 {
@@ -380,24 +381,27 @@ func TestDeleteThenEventsAreKept(t *testing.T) {
 	}
 }
 
-// A delete interrupted between its two steps (record gone, index left)
-// heals on the next event instead of losing it.
-func TestInterruptedDeleteHeals(t *testing.T) {
+// A placement interrupted after its index step (a crash) heals when it is
+// redelivered: the device leaves the workspace, and an event meanwhile
+// keeps its effect.
+func TestInterruptedPlacementHealsOnRedelivery(t *testing.T) {
 	s, _ := MustOpen(t)
-	ctx := context.Background()
 	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)))
-	// Step 1 of a delete only: drop the record in a, leave the index.
-	if err := s.rdb.HDel(ctx, wsDevKey("a"), "d1").Err(); err != nil {
-		t.Fatal(err)
+	crash := errors.New("crash")
+	s.hookAfterPlace = func() error { return crash }
+	del := fleet.Event{Type: fleet.EventDeviceDeleted, DeviceID: "d1", TS: ms(t0.Add(-time.Minute))}
+	if err := s.Apply(context.Background(), []fleet.Event{del}, make([]fleet.Result, 1)); !errors.Is(err, crash) {
+		t.Fatalf("apply: %v, want the crash", err)
 	}
-	s.rdb.ZRem(ctx, wsKey("a", "devs"), "d1")
-	wantResults(t, apply(t, s, online("d1", true, t0, "")), fleet.Accepted)
-	if ws, _ := s.rdb.HGet(ctx, idxKey(bucketOf("d1")), "d1").Result(); ws != "" {
-		t.Fatalf("stale index entry not cleared: %q", ws)
+	s.hookAfterPlace = nil
+	apply(t, s, online("d1", true, t0, ""))
+	wantResults(t, apply(t, s, del), fleet.Duplicate)
+	if a := stats(t, s, "a"); a.Devices != 0 || a.Online != 0 {
+		t.Fatalf("after the redelivered delete: %+v", a)
 	}
 	apply(t, s, reg("d1", "a", t0.Add(time.Second)))
 	if a := stats(t, s, "a"); a.Devices != 1 || a.Online != 1 {
-		t.Fatalf("after heal and re-register: %+v", a)
+		t.Fatalf("after re-registering: %+v, want the online event kept", a)
 	}
 }
 
@@ -423,9 +427,10 @@ func TestMoveKeepsPresenceFromARacingReplica(t *testing.T) {
 	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)), online("d1", false, t0.Add(-time.Hour), ""))
 	apply(t, other, online("d1", false, t0.Add(-50*time.Minute), "")) // other caches d1 → a
 	raced := false
-	s.hookAfterClaim = func() {
+	s.hookAfterPlace = func() error {
 		raced = true
 		wantResults(t, apply(t, other, online("d1", true, t0.Add(-time.Second), "")), fleet.Accepted)
+		return nil
 	}
 	apply(t, s, reg("d1", "b", t0.Add(-time.Minute)))
 	if !raced {
@@ -653,7 +658,7 @@ func TestUnbindMissingDeviceIsNotFound(t *testing.T) {
 func TestMonthOfMatchesGo(t *testing.T) {
 	s, _ := MustOpenSingle(t)
 	ctx := context.Background()
-	sc := redis.NewScript(codecLua + `return monthOf(tonumber(ARGV[1]))`)
+	sc := redis.NewScript(prelude() + luaFile("lib") + `return monthOf(tonumber(ARGV[1]))`)
 	for _, tm := range []time.Time{
 		time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2000, 2, 29, 23, 59, 59, 999e6, time.UTC),
 		time.Date(2000, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2024, 12, 31, 23, 59, 59, 999e6, time.UTC),

@@ -21,7 +21,9 @@
 //     change at its ts. The greatest decides; a device with none is offline.
 //     Presence belongs to the device, wherever it moves.
 //   - Sessions (by sessionId). Its start is the earliest session.started ts;
-//     its end the greatest session.ended by (ts, durationSec, status). It
+//     its end the earliest session.ended (a redelivery without ts, stamped
+//     on arrival, never moves it), equal ts broken by the greater
+//     durationSec (absent lowest), then the greater status. It
 //     belongs to the home of its device at its start, or at its end minus
 //     durationSec while the start is unknown ("at"). Duration: durationSec
 //     when given, else end - start (0 while the start is unknown or after
@@ -146,8 +148,9 @@ type end struct {
 	status  string
 }
 
+// endCmp is > 0 when end a wins over b.
 func endCmp(a, b end) int {
-	return cmp.Or(cmp.Compare(a.ts, b.ts), cmp.Compare(a.dur, b.dur), cmp.Compare(a.status, b.status))
+	return cmp.Or(cmp.Compare(b.ts, a.ts), cmp.Compare(a.dur, b.dur), cmp.Compare(a.status, b.status))
 }
 
 type sessionFacts struct {

@@ -1,0 +1,84 @@
+-- keep.lua: keeps events of devices that have no home for them yet (never
+-- registered, or deleted before the event, with no registration after),
+-- in the device's index bucket. KEYS[1] = fl:{d:B}:idx.
+-- ARGV: now, then 7 fields per event: type, delivery id digest, ts,
+-- device, session, x (online "1"/"0", or status), durationSec ("" when
+-- absent).
+-- Returns per event a result code, or the device's placement history when
+-- it turns out to have a home for the event (Go routes it there).
+--
+-- fl:{d:B}:pend:D holds, for device D: "o" the presence "ON,OT" that
+-- decides, "l" the last seen ts, and "s:SID" what is known of session SID
+-- (the session record codec), and "i:DIGEST" per delivery id kept, for
+-- de-duplication. It lives for 7 days after its last event.
+
+local B = string.sub(KEYS[1], 1, -4)
+local now = tonumber(ARGV[1])
+local evs = {}
+for i = 2, #ARGV, 7 do
+  local e = {typ = tonumber(ARGV[i]), id = ARGV[i + 1], ts = tonumber(ARGV[i + 2]), d = ARGV[i + 3], sid = ARGV[i + 4],
+    x = ARGV[i + 5], gd = opt(ARGV[i + 6])}
+  if not (e.typ and e.ts and (ARGV[i + 6] == '' or e.gd)) then
+    return redis.error_reply('ERR fleetd: malformed event ' .. ((i - 2) / 7))
+  end
+  evs[#evs + 1] = e
+end
+
+local out = {}
+for k, e in ipairs(evs) do
+  local pk = B .. 'pend:' .. e.d
+  local h = redis.call('HGET', KEYS[1], e.d)
+  local hl = nil
+  if h then hl = hparse(h) end
+  local r
+  local idf = nil
+  if e.id ~= '' then idf = 'i:' .. e.id end
+  if idf and redis.call('HEXISTS', pk, idf) == 1 then
+    r = R_DUPLICATE
+  elseif e.typ == T_ONLINE then
+    if hl and howner(hl) then
+      r = h
+    else
+      local on = 0
+      if e.x == '1' then on = 1 end
+      local cur = redis.call('HGET', pk, 'o')
+      local v = {on = 0, ot = nil}
+      if cur then
+        local con, cot = string.match(cur, '^(%d),(%-?%d+)$')
+        v.on, v.ot = tonumber(con), tonumber(cot)
+      end
+      local c = pnewer(v, e.ts, on)
+      if c > 0 then
+        redis.call('HSET', pk, 'o', on .. ',' .. fmt(e.ts))
+        r = R_ACCEPTED
+      elseif c == 0 then
+        r = R_ACCEPTED -- the same presence under another id
+      else
+        r = R_STALE
+      end
+    end
+  else
+    local f = 's:' .. e.sid
+    local cur = redis.call('HGET', pk, f)
+    local inc = {d = e.d, w = now}
+    if e.typ == T_STARTED then inc.st = e.ts else inc.en, inc.gd, inc.s = e.ts, e.gd, e.x end
+    local j = inc
+    if cur then j = sjoin(sget(cur), inc) end
+    if hl and hhome(hl, sat(j)) then
+      r = h
+    elseif cur and skey(j) == skey(sget(cur)) then
+      r = R_DUPLICATE
+    else
+      redis.call('HSET', pk, f, sput(j))
+      r = R_ACCEPTED
+    end
+  end
+  if type(r) == 'number' and r ~= R_DUPLICATE then
+    if idf then redis.call('HSET', pk, idf, '') end
+    local l = tonumber(redis.call('HGET', pk, 'l') or '')
+    if not l or e.ts > l then redis.call('HSET', pk, 'l', fmt(e.ts)) end
+    redis.call('PEXPIRE', pk, PENDING_TTL_MS)
+  end
+  out[k] = r
+end
+return out

@@ -1,0 +1,405 @@
+-- lib.lua: the codecs and rules every script shares. The prelude that Go
+-- puts before it (prelude.go) defines the constants: result codes (R_*),
+-- event types (T_*), STATUS_LABELS, HISTORY_MAX, DAY_MS, DEDUPE_TTL.
+-- Lua's `<` on strings follows the server's locale (Redis calls
+-- setlocale), so ids are ordered by bytecmp, never by `<`.
+
+local function fmt(x) return string.format('%d', x) end
+
+local function opt(s)
+  if s == nil or s == '' then return nil end
+  return tonumber(s)
+end
+
+local function optfmt(x)
+  if x == nil then return '' end
+  return fmt(x)
+end
+
+-- bytecmp orders two strings by their bytes: -1, 0 or 1.
+local function bytecmp(a, b)
+  if a == b then return 0 end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      if x < y then return -1 end
+      return 1
+    end
+  end
+  if #a < #b then return -1 end
+  return 1
+end
+
+local function ncmp(a, b)
+  if a == b then return 0 end
+  if a < b then return -1 end
+  return 1
+end
+
+-- wsOf returns the workspace id of a key prefix "fl:{w:W}:".
+local function wsOf(P) return string.sub(P, 7, -3) end
+
+---------------------------------------------------------------------------
+-- Placement history: a device's registrations ("TS+WS") and deletes
+-- ("TS-"), '/'-joined in placement order, the newest HISTORY_MAX kept. It
+-- only grows (a set union), so copies merge in any order.
+
+local function hentry(ts, del, ws)
+  if del then return {ts = ts, del = true, ws = '', raw = fmt(ts) .. '-'} end
+  return {ts = ts, del = false, ws = ws, raw = fmt(ts) .. '+' .. ws}
+end
+
+local function hparse(h)
+  local out = {}
+  for ts, k, ws in string.gmatch(h, '(%-?%d+)([%+%-])([^/]*)') do
+    out[#out + 1] = {ts = tonumber(ts), del = (k == '-'), ws = ws, raw = ts .. k .. ws}
+  end
+  return out
+end
+
+-- pcmp is the placement order: ts, then a delete after a registration,
+-- then the workspace id.
+local function pcmp(a, b)
+  if a.ts ~= b.ts then return ncmp(a.ts, b.ts) end
+  if a.del ~= b.del then
+    if a.del then return 1 end
+    return -1
+  end
+  return bytecmp(a.ws, b.ws)
+end
+
+local function hunion(a, b)
+  local out, i, j = {}, 1, 1
+  while i <= #a or j <= #b do
+    local x, y = a[i], b[j]
+    if not y then
+      out[#out + 1] = x; i = i + 1
+    elseif not x then
+      out[#out + 1] = y; j = j + 1
+    else
+      local c = pcmp(x, y)
+      if c < 0 then
+        out[#out + 1] = x; i = i + 1
+      elseif c > 0 then
+        out[#out + 1] = y; j = j + 1
+      else
+        out[#out + 1] = x; i = i + 1; j = j + 1
+      end
+    end
+  end
+  if #out > HISTORY_MAX then
+    local kept = {}
+    for k = #out - HISTORY_MAX + 1, #out do kept[#kept + 1] = out[k] end
+    out = kept
+  end
+  return out
+end
+
+local function hstr(l)
+  local parts = {}
+  for k, e in ipairs(l) do parts[k] = e.raw end
+  return table.concat(parts, '/')
+end
+
+local function hsame(a, b)
+  if #a ~= #b then return false end
+  for k = 1, #a do
+    if a[k].raw ~= b[k].raw then return false end
+  end
+  return true
+end
+
+-- howner is the device's workspace now: the greatest placement's, when it
+-- is a registration.
+local function howner(l)
+  local top = l[#l]
+  if top and not top.del then return top.ws end
+  return nil
+end
+
+-- hhome is the device's workspace at time t: the greatest placement at or
+-- before t when it is a registration, else the first registration after t
+-- (counting only the greatest placement of each instant); nil for none.
+local function hhome(l, t)
+  local i = 0
+  for k = 1, #l do
+    if l[k].ts <= t then i = k else break end
+  end
+  if i > 0 and not l[i].del then return l[i].ws end
+  for k = i + 1, #l do
+    local nx = l[k + 1]
+    if not (nx and nx.ts == l[k].ts) and not l[k].del then return l[k].ws end
+  end
+  return nil
+end
+
+-- hsegs cuts time into segments [lo, hi) with one home each (lo nil for
+-- -inf, hi nil for +inf, ws nil for none).
+local function hsegs(l)
+  local eff = {} -- the greatest placement of each instant
+  for k = 1, #l do
+    local nx = l[k + 1]
+    if not (nx and nx.ts == l[k].ts) then eff[#eff + 1] = l[k] end
+  end
+  local segs = {}
+  local function nextReg(from)
+    for k = from, #eff do
+      if not eff[k].del then return eff[k].ws end
+    end
+    return nil
+  end
+  if #eff == 0 then return {{lo = nil, hi = nil, ws = nil}} end
+  segs[1] = {lo = nil, hi = eff[1].ts, ws = nextReg(1)}
+  for k = 1, #eff do
+    local ws
+    if eff[k].del then ws = nextReg(k + 1) else ws = eff[k].ws end
+    local hi = nil
+    if eff[k + 1] then hi = eff[k + 1].ts end
+    segs[#segs + 1] = {lo = eff[k].ts, hi = hi, ws = ws}
+  end
+  return segs
+end
+
+---------------------------------------------------------------------------
+-- Device record, fl:{w:W}:dev field D: "ON,OT,LS,RG,H;COLD"
+--   ON   1 online, 0 offline; OT the ts of the presence that decided it
+--        ("" when none yet); LS last seen; RG the ts of the registration
+--        whose name/os/user COLD holds ("" when none arrived here);
+--   H    the placement history, "" when it is only RG's registration here
+--        (the common case: a device that never moved);
+--   COLD JSON {n,o,u} of name, os, user, written by Go; "x":1 marks a
+--        user unbound through the API (u stays for the tie-break).
+
+local function dget(raw)
+  local on, ot, ls, rg, h, p = string.match(raw, '^(%d),(%-?%d*),(%-?%d*),(%-?%d*),([^;]*);()')
+  return {on = tonumber(on), ot = opt(ot), ls = opt(ls), rg = opt(rg), h = h, cold = string.sub(raw, p)}
+end
+
+local function dput(v)
+  return v.on .. ',' .. optfmt(v.ot) .. ',' .. optfmt(v.ls) .. ',' .. optfmt(v.rg) .. ',' .. v.h .. ';' .. v.cold
+end
+
+-- dhist returns the placement history a record holds.
+local function dhist(v, ws)
+  if v.h == '' then
+    if v.rg then return {hentry(v.rg, false, ws)} end
+    return {}
+  end
+  return hparse(v.h)
+end
+
+-- dsethist stores history l in record v of workspace ws.
+local function dsethist(v, l, ws)
+  if #l == 1 and not l[1].del and l[1].ws == ws and l[1].ts == v.rg then
+    v.h = ''
+  else
+    v.h = hstr(l)
+  end
+end
+
+-- Presence order: ts, an offline change winning a tie. Returns 1 when
+-- (ts, on) beats the record's presence, 0 when it is the same, -1 when
+-- older.
+local function pnewer(v, ts, on)
+  if v.ot == nil or ts > v.ot then return 1 end
+  if ts < v.ot then return -1 end
+  if on == v.on then return 0 end
+  if on == 0 then return 1 end
+  return -1
+end
+
+local function lsmax(v, ts)
+  if ts and (v.ls == nil or ts > v.ls) then v.ls = ts end
+end
+
+-- dlist puts the record's listing entries in step with whether the device
+-- is placed here now.
+local function dlist(P, d, v, current)
+  if current then
+    redis.call('ZADD', P .. 'devs', 0, d)
+    if v.on == 1 then redis.call('ZADD', P .. 'on', 0, d) else redis.call('ZREM', P .. 'on', d) end
+  else
+    redis.call('ZREM', P .. 'devs', d)
+    redis.call('ZREM', P .. 'on', d)
+  end
+end
+
+---------------------------------------------------------------------------
+-- Session record, fl:{w:W}:ss field SID: "D,ST,EN,GD,W,STATUS"
+--   D device; ST start ts; EN end ts; GD the end's durationSec (each ""
+--   when unknown); W when last written (retention); STATUS the end's
+--   status as sent (last, so it may hold commas).
+-- A session that moved to its home elsewhere leaves a tombstone here,
+-- "~HOME," followed by its record (HOME "" for kept), so that late events
+-- find the way and a crash mid-move loses nothing.
+
+local function sget(raw)
+  local tomb = nil
+  if string.byte(raw, 1) == 126 then
+    local c = string.find(raw, ',', 2, true)
+    tomb = string.sub(raw, 2, c - 1)
+    raw = string.sub(raw, c + 1)
+  end
+  local d, st, en, gd, w, status = string.match(raw, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),(.*)$')
+  return {d = d, st = opt(st), en = opt(en), gd = opt(gd), w = opt(w), s = status, tomb = tomb}
+end
+
+-- skey is the record without its write time: equal keys, same session.
+local function skey(v)
+  return v.d .. ',' .. optfmt(v.st) .. ',' .. optfmt(v.en) .. ',' .. optfmt(v.gd) .. ',' .. (v.s or '')
+end
+
+local function sput(v)
+  return v.d .. ',' .. optfmt(v.st) .. ',' .. optfmt(v.en) .. ',' .. optfmt(v.gd) .. ',' .. optfmt(v.w) .. ',' .. (v.s or '')
+end
+
+-- sat is when the session started: its start, else its end minus durationSec.
+local function sat(v)
+  if v.st then return v.st end
+  return v.en - (v.gd or 0) * 1000
+end
+
+-- sdur is the duration of an ended session.
+local function sdur(v)
+  if v.gd then return v.gd end
+  if v.st and v.en > v.st then return math.floor((v.en - v.st) / 1000) end
+  return 0
+end
+
+-- ecmp is 1 when end a wins over end b, -1 when b wins, 0 when equal:
+-- the earliest ts wins (a redelivery without ts, stamped on arrival, never
+-- moves an end), then the greater durationSec (absent below any), then the
+-- greater status in byte order.
+local function ecmp(a, b)
+  if a.en ~= b.en then return ncmp(b.en, a.en) end
+  local x, y = a.gd or -1, b.gd or -1
+  if x ~= y then return ncmp(x, y) end
+  return bytecmp(a.s or '', b.s or '')
+end
+
+-- sjoin merges what two records know of one session: the earliest start,
+-- the winning end (ecmp).
+local function sjoin(a, b)
+  local r = {d = a.d, st = a.st, en = a.en, gd = a.gd, s = a.s, w = a.w}
+  if r.d == '' then r.d = b.d end
+  if b.st and (not r.st or b.st < r.st) then r.st = b.st end
+  if b.en and (not r.en or ecmp(b, r) > 0) then r.en, r.gd, r.s = b.en, b.gd, b.s end
+  if b.w and (not r.w or b.w > r.w) then r.w = b.w end
+  return r
+end
+
+local function slabel(s)
+  if STATUS_LABELS[s] then return s end
+  return 'other'
+end
+
+-- monthOf returns the UTC calendar month of a time in ms, as months since
+-- 1970-01 (civil-from-days, H. Hinnant).
+local function monthOf(ms)
+  local z = math.floor(ms / DAY_MS) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m, y = mp + 3, yoe + era * 400
+  if mp >= 10 then m = mp - 9 end
+  if m <= 2 then y = y + 1 end
+  return (y - 1970) * 12 + m - 1
+end
+
+-- activeElsewhere reports whether device d has another ended session in
+-- workspace P than sid whose end falls on the same day (or month, when
+-- month is true) as ms.
+local function activeElsewhere(P, d, sid, ms, month)
+  local day = math.floor(ms / DAY_MS)
+  local mon = monthOf(ms)
+  for _, other in ipairs(redis.call('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
+    if other ~= sid then
+      local raw = redis.call('HGET', P .. 'ss', other)
+      if raw then
+        local o = sget(raw)
+        if not o.tomb and o.en then
+          if month then
+            if monthOf(o.en) == mon then return true end
+          elseif math.floor(o.en / DAY_MS) == day then
+            return true
+          end
+        end
+      end
+    end
+  end
+  return false
+end
+
+-- scount moves the counts of workspace P from what record old contributes
+-- to what record new does (either may be nil): listing position, liveness,
+-- and, for ended sessions, seconds and active devices by day and month and
+-- the totals by status.
+local function scount(P, sid, old, new, now, bound, retention)
+  local d = (new or old).d
+  local hd = P .. 'hd:' .. d
+  local oat, nat = nil, nil
+  if old then oat = sat(old) end
+  if new then nat = sat(new) end
+  if nat then
+    if nat ~= oat then
+      redis.call('ZADD', P .. 'hist', fmt(nat), sid)
+      redis.call('ZADD', hd, fmt(nat), sid)
+    end
+  end
+  local olive = old and old.st and not old.en
+  local nlive = new and new.st and not new.en and new.st >= now - bound
+  if nlive then
+    if not olive or old.st ~= new.st then redis.call('ZADD', P .. 'live', fmt(new.st), sid) end
+  elseif olive then
+    redis.call('ZREM', P .. 'live', sid)
+  end
+  local oe = old and old.en
+  local ne = new and new.en
+  local odur, ndur = 0, 0
+  if oe then odur = sdur(old) end
+  if ne then ndur = sdur(new) end
+  if oe and ne and old.en == new.en and odur == ndur and slabel(old.s) == slabel(new.s) then return end
+  local tot = P .. 'tot'
+  if oe then
+    local day = math.floor(old.en / DAY_MS)
+    local mon = monthOf(old.en)
+    redis.call('HINCRBY', P .. 'secd', fmt(day), fmt(-odur))
+    redis.call('HINCRBY', P .. 'secm', fmt(mon), fmt(-odur))
+    redis.call('HINCRBY', tot, 's', fmt(-odur))
+    redis.call('HINCRBY', tot, 'e:' .. slabel(old.s), -1)
+    if not ne then redis.call('ZREM', P .. 'ends', sid) end
+    if not (ne and math.floor(new.en / DAY_MS) == day) and not activeElsewhere(P, d, sid, old.en, false) then
+      redis.call('SREM', P .. 'act:' .. fmt(day), d)
+    end
+    if not (ne and monthOf(new.en) == mon) and not activeElsewhere(P, d, sid, old.en, true) then
+      redis.call('SREM', P .. 'actm:' .. fmt(mon), d)
+    end
+  end
+  if ne then
+    local day = math.floor(new.en / DAY_MS)
+    local mon = fmt(monthOf(new.en))
+    redis.call('ZADD', P .. 'ends', fmt(new.en), sid)
+    redis.call('HINCRBY', P .. 'secd', fmt(day), fmt(ndur))
+    redis.call('HINCRBY', P .. 'secm', mon, fmt(ndur))
+    redis.call('HINCRBY', tot, 's', fmt(ndur))
+    redis.call('HINCRBY', tot, 'e:' .. slabel(new.s), 1)
+    local act = P .. 'act:' .. fmt(day)
+    if redis.call('SADD', act, d) == 1 then
+      redis.call('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
+    end
+    local actm = P .. 'actm:' .. mon
+    if redis.call('SADD', actm, d) == 1 then
+      redis.call('PEXPIREAT', actm, fmt((day + 32) * DAY_MS + retention))
+    end
+  end
+end
+
+-- stomb turns session sid of workspace P into a tombstone pointing at
+-- home ("" for kept) that holds record content, dropping the counts of
+-- record counted (nil when it counted nothing here).
+local function stomb(P, sid, counted, content, home, now, bound, retention)
+  if counted then scount(P, sid, counted, nil, now, bound, retention) end
+  redis.call('HSET', P .. 'ss', sid, '~' .. (home or '') .. ',' .. sput(content))
+end

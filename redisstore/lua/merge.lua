@@ -1,0 +1,55 @@
+-- merge.lua: brings what is known of sessions to their home here (a
+-- session moving after a placement, kept events, or copies of one session
+-- found in two workspaces). KEYS[1] = fl:{w:W}:dev. ARGV: now, live bound
+-- ms, retention ms, then pairs of session id, content (session record).
+-- Returns per session {code, content}: R_ACCEPTED or R_DUPLICATE when it
+-- is home here now; R_NOTHERE when this workspace knows the device but the
+-- session's home is elsewhere (content: all that is known, to bring
+-- there), R_MOVED the same after it turned the copy here into a tombstone;
+-- R_NOTHERE with "" when the device has no record here (sync first).
+local P = string.sub(KEYS[1], 1, -4)
+local W = wsOf(P)
+local now, bound, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i = 4, #ARGV, 2 do
+  local sid, inc = ARGV[i], sget(ARGV[i + 1])
+  local raw = redis.call('HGET', KEYS[1], inc.d)
+  if not raw then
+    out[#out + 1] = {R_NOTHERE, ''}
+  else
+    local v = dget(raw)
+    local hl = dhist(v, W)
+    local sraw = redis.call('HGET', P .. 'ss', sid)
+    local old, j = nil, inc
+    if sraw then
+      old = sget(sraw)
+      j = sjoin(old, inc)
+    end
+    j.w = now
+    local home = hhome(hl, sat(j))
+    if home ~= W then
+      if old and not old.tomb then
+        stomb(P, sid, old, j, home, now, bound, retention)
+        out[#out + 1] = {R_MOVED, sput(j)}
+      else
+        if old and skey(j) ~= skey(old) then redis.call('HSET', P .. 'ss', sid, '~' .. old.tomb .. ',' .. sput(j)) end
+        out[#out + 1] = {R_NOTHERE, sput(j)}
+      end
+    else
+      local counted = nil
+      if old and not old.tomb then counted = old end
+      if counted and skey(j) == skey(counted) then
+        out[#out + 1] = {R_DUPLICATE, ''}
+      else
+        scount(P, sid, counted, j, now, bound, retention)
+        redis.call('HSET', P .. 'ss', sid, sput(j))
+        local ls = v.ls
+        lsmax(v, j.st)
+        lsmax(v, j.en)
+        if v.ls ~= ls then redis.call('HSET', KEYS[1], inc.d, dput(v)) end
+        out[#out + 1] = {R_ACCEPTED, ''}
+      end
+    end
+  end
+end
+return out
