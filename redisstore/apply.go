@@ -231,6 +231,9 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 					next = append(next, i)
 				case int64:
 					code, flags := v&codeMask, v&^codeMask
+					if c.script == keepScript && e.SessionID != "" && routes[e.DeviceID] != nil {
+						flags |= fMulti // kept while it has copies elsewhere, maybe
+					}
 					switch {
 					case code == rNotHere:
 						s.cache.del(e.DeviceID)

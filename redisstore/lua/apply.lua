@@ -48,10 +48,11 @@ for k, e in ipairs(evs) do
       flags = F_MULTI
       if not owner then flags = flags + F_ELSEWHERE end
     end
+    local iddup = false
     if e.typ == T_ONLINE then
       if owner then
         if dup(P, e.id) then
-          r = R_DUPLICATE
+          r, iddup = R_DUPLICATE, true
         else
           local on = 0
           if e.x == '1' then on = 1 end
@@ -67,10 +68,8 @@ for k, e in ipairs(evs) do
             end
             dev.on, dev.ot = on, ts
           end
-          if r ~= R_DUPLICATE then
-            lsmax(dev, ts)
-            redis.call('HSET', DEV, d, dput(dev))
-          end
+          lsmax(dev, ts)
+          redis.call('HSET', DEV, d, dput(dev))
         end
         r = r + flags
       end
@@ -95,7 +94,9 @@ for k, e in ipairs(evs) do
         r = R_MOVED + flags
       elseif old then
         local j = sjoin(old, inc)
-        if dup(P, e.id) or skey(j) == skey(old) then
+        if dup(P, e.id) then
+          r, iddup = R_DUPLICATE + flags, true
+        elseif skey(j) == skey(old) then
           r = R_DUPLICATE + flags
         elseif hl and hhome(hl, sat(j)) ~= W then
           -- The start moved the session's home elsewhere.
@@ -108,14 +109,15 @@ for k, e in ipairs(evs) do
         end
       elseif not hl or hhome(hl, sat(inc)) == W then
         if dup(P, e.id) then
-          r = R_DUPLICATE + flags
+          r, iddup = R_DUPLICATE + flags, true
         else
           scount(P, e.sid, nil, inc, now, bound, retention)
           redis.call('HSET', SS, e.sid, sput(inc))
           r = R_ACCEPTED + flags
         end
       end
-      if (r == R_ACCEPTED + flags or r == R_MOVED + flags) and ts ~= dev.ls then
+      -- Last seen counts every event about the device but a redelivery.
+      if r ~= R_NOTHERE and not iddup and ts ~= dev.ls then
         local ls = dev.ls
         lsmax(dev, ts)
         if dev.ls ~= ls then redis.call('HSET', DEV, d, dput(dev)) end

@@ -33,7 +33,8 @@ for k, e in ipairs(evs) do
   local r
   local idf = nil
   if e.id ~= '' then idf = 'i:' .. e.id end
-  if idf and redis.call('HEXISTS', pk, idf) == 1 then
+  local iddup = idf and redis.call('HEXISTS', pk, idf) == 1
+  if iddup then
     r = R_DUPLICATE
   elseif e.typ == T_ONLINE then
     if hl and howner(hl) then
@@ -73,7 +74,7 @@ for k, e in ipairs(evs) do
       r = R_ACCEPTED
     end
   end
-  if type(r) == 'number' and r ~= R_DUPLICATE then
+  if type(r) == 'number' and not iddup then
     if idf then redis.call('HSET', pk, idf, '') end
     local l = tonumber(redis.call('HGET', pk, 'l') or '')
     if not l or e.ts > l then redis.call('HSET', pk, 'l', fmt(e.ts)) end
