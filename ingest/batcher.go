@@ -189,11 +189,33 @@ func (b *Batcher) commit(jobs []*job, total int, events *[]fleet.Event, results 
 			off += len(j.events)
 		}
 		clear(ev) // drop references to request bodies
+		if err != nil && isolable(err) {
+			// One request's events may have failed the commit: commit each
+			// request alone, so the error stays with the one that caused
+			// it. Events already applied are applied again, harmlessly:
+			// every event is idempotent.
+			for _, j := range jobs {
+				j.err = b.apply(j.events, j.results)
+				close(j.done)
+			}
+			return
+		}
 	}
 	for _, j := range jobs {
 		j.err = err
 		close(j.done)
 	}
+}
+
+// isolable reports whether a group commit's error may belong to one of its
+// requests rather than to the store (an outage or a timeout fails them all
+// alike, and retrying each would only add load).
+func isolable(err error) bool {
+	switch fleet.ErrorCode(err) {
+	case fleet.EUNAVAILABLE, fleet.EOVERLOADED:
+		return false
+	}
+	return !errors.Is(err, context.DeadlineExceeded)
 }
 
 func (b *Batcher) apply(events []fleet.Event, results []fleet.Result) error {

@@ -14,10 +14,12 @@ import (
 
 // Limits of the decoder.
 const (
-	maxTextLen    = 256 // characters of name, os, status
-	maxDepth      = 32  // nesting of values the decoder skips
-	futureSkewMs  = int64(time.Hour / time.Millisecond)
-	maxFieldCount = 64 // fields per event object
+	maxTextLen   = 256 // characters of name, os, status
+	maxDepth     = 32  // nesting of values the decoder skips
+	futureSkewMs = int64(time.Hour / time.Millisecond)
+	// MaxDurationSec bounds durationSec: 366 days (SPEC §3).
+	MaxDurationSec = 31622400
+	maxFieldCount  = 64 // fields per event object
 )
 
 // Decode parses a webhook body (one event object or an array of them) into
@@ -296,8 +298,8 @@ func (d *decoder) field(e *fleet.Event, bit int, typeName *[]byte) error {
 		if err != nil {
 			return syntaxError{err}
 		}
-		if !ok || v < 0 {
-			return d.fail("durationSec must be a non-negative integer of seconds")
+		if !ok || v < 0 || v > MaxDurationSec {
+			return d.fail("durationSec must be a non-negative integer of seconds, at most 31622400 (366 days)")
 		}
 		e.DurationSec = v
 		return nil

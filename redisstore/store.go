@@ -184,6 +184,11 @@ func (s *Store) Ping(ctx context.Context) error {
 	return wrap("ping", s.rdb.Ping(ctx).Err())
 }
 
+// SetRefuseHook makes the store refuse, with nothing written, any request
+// holding an event for which refuse returns an error, as it refuses values
+// it cannot apply; for tests of failure isolation.
+func (s *Store) SetRefuseHook(refuse func(*fleet.Event) error) { s.refuse = refuse }
+
 // SetClock replaces the clock, for tests.
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
 

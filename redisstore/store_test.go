@@ -675,3 +675,51 @@ func TestMonthOfMatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// snapshotAll is every key with its serialized value (DUMP), to show
+// that a refused call changed nothing.
+func snapshotAll(tb testing.TB, s *Store) map[string]string {
+	tb.Helper()
+	out := map[string]string{}
+	for _, k := range keysMatching(tb, s, "*") {
+		v, err := s.rdb.Dump(context.Background(), k).Result()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// Every writing script checks all its arguments before its first write: a
+// malformed event after good ones fails the call with nothing written.
+func TestScriptsCheckBeforeWriting(t *testing.T) {
+	s, _ := MustOpen(t)
+	ctx := context.Background()
+	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)))
+	now, day := s.clock()
+	good := []any{wsPrefix("a"), int(fleet.EventOnlineChanged), "", ms(t0), "d1", "", "1", ""}
+	for name, c := range map[string]*call{
+		"apply, bad ts": {script: applyScript, keys: []string{wsDevKey("a")},
+			args: append(append([]any{now, day, int64(86400000), int64(86400000)}, good...), wsPrefix("a"), int(fleet.EventOnlineChanged), "", "not-a-ts", "d1", "", "0", "")},
+		"apply, durationSec out of range": {script: applyScript, keys: []string{wsDevKey("a")},
+			args: append(append([]any{now, day, int64(86400000), int64(86400000)}, good...), wsPrefix("a"), int(fleet.EventSessionEnded), "", ms(t0), "d1", "s1", "success", "100000000000000000")},
+		"keep, bad ts": {script: keepScript, keys: []string{idxKey(bucketOf("k1"))},
+			args: []any{now, int(fleet.EventOnlineChanged), "", ms(t0), "k1", "", "1", "", int(fleet.EventOnlineChanged), "", "x", "k1", "", "1", ""}},
+		"place, bad placement": {script: placeScript, keys: []string{idxKey(bucketOf("p1"))},
+			args: []any{"p1", 1, "1000+a", "p1", 2, "1000+a", "1000*b"}},
+		"sync, bad registration ts": {script: syncScript, keys: []string{wsDevKey("a")},
+			args: []any{now, int64(86400000), int64(86400000), "d9", "1000+a", "1000", `{"n":"n","o":"o"}`, "n", "o", "", "d9", "1000+a", "x", `{}`, "", "", ""}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			before := snapshotAll(t, s)
+			err := s.exec(ctx, []*call{c})
+			if err == nil {
+				t.Fatal("the call succeeded")
+			}
+			if after := snapshotAll(t, s); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Fatalf("a refused call changed the data:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+}

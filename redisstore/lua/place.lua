@@ -7,17 +7,27 @@
 -- "0" per one already known), the kept events as field, value pairs}.
 
 local B = string.sub(KEYS[1], 1, -4)
-local out = {}
 local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 1])
+  if not n then return redis.error_reply('ERR fleetd: malformed placement') end
+  for k = 1, n do
+    local e = hparse(ARGV[i + 1 + k] or '')
+    if #e ~= 1 or e[1].raw ~= ARGV[i + 1 + k] then
+      return redis.error_reply('ERR fleetd: malformed placement')
+    end
+  end
+  i = i + 2 + n
+end
+
+local out = {}
+i = 1
 while i <= #ARGV do
   local d, n = ARGV[i], tonumber(ARGV[i + 1])
   local hl = hparse(redis.call('HGET', KEYS[1], d) or '')
   local flags = {}
   for k = 1, n do
     local e = hparse(ARGV[i + 1 + k])
-    if #e ~= 1 or e[1].raw ~= ARGV[i + 1 + k] then
-      return redis.error_reply('ERR fleetd: malformed placement')
-    end
     local known = false
     for _, x in ipairs(hl) do
       if x.raw == e[1].raw then known = true break end
