@@ -5,21 +5,25 @@ import (
 	"strconv"
 )
 
-// Key schema. This file is the only place that knows key names.
+// Key schema. This file is the only place that knows key names (the
+// scripts under lua/ derive theirs from the key they are given).
 //
 // Redis Cluster routes a key by the hash of its {hash tag}. Every event must
 // apply atomically in one Lua script, and a script may only touch keys of one
 // slot, so every key that a device event changes carries its workspace's tag:
 //
-//	fl:{w:W}:dev          hash  device id → "ON,OT,LS,RT;" + JSON {n,o,u}: online,
-//	                             online ts ms, last seen ms, secret rotated ms;
-//	                             name, os, user (codecLua in scripts.go)
+//	fl:{w:W}:dev          hash  device id → "ON,OT,LS,RG,H;" + JSON {n,o,u,x}: online,
+//	                             online ts, last seen, registration ts, placement
+//	                             history ("" when only RG's registration here);
+//	                             name, os, user, unbound (lib.lua: dget)
 //	fl:{w:W}:sec          hash  device id → SHA-256 (hex) of its secret
-//	fl:{w:W}:devs         zset  device ids, score 0: lexicographic paging
-//	fl:{w:W}:on           zset  online device ids, score 0 (exact count: ZCARD)
-//	fl:{w:W}:ss           hash  session id → "DEVICE,START,END,DURATION,WRITTEN,STATUS"
-//	fl:{w:W}:hist         zset  session id by "at" ms (live and ended)
-//	fl:{w:W}:hd:D         zset  the same, for device D (device_id filter)
+//	fl:{w:W}:devs         zset  devices placed here now, score 0: lexicographic paging
+//	fl:{w:W}:on           zset  those online, score 0 (exact count: ZCARD)
+//	fl:{w:W}:ss           hash  session id → "DEVICE,START,END,DURATIONSEC,WRITTEN,STATUS",
+//	                             or a tombstone "~HOME," + that, for a session that
+//	                             moved to its home elsewhere (lib.lua: sget)
+//	fl:{w:W}:hist         zset  session id by "at" ms (tombstones included)
+//	fl:{w:W}:hd:D         zset  the same, for device D (device_id filter, moves)
 //	fl:{w:W}:live         zset  live session id by start ms
 //	fl:{w:W}:ends         zset  ended session id by end ms (usage edges)
 //	fl:{w:W}:secd         hash  UTC day number → session seconds ended that day
@@ -27,44 +31,67 @@ import (
 //	fl:{w:W}:secm         hash  UTC month (months since 1970-01) → session seconds
 //	fl:{w:W}:actm:MONTH   set   devices with a session ended in MONTH (a whole-month
 //	                             usage read is O(1): the default period)
-//	fl:{w:W}:tot          hash  "e:STATUS" → sessions ended (seconds ever: sum of secm)
+//	fl:{w:W}:tot          hash  "s" → session seconds ever, "e:LABEL" → sessions
+//	                             ended, by status folded to fleet.StatusLabels
 //	fl:{w:W}:sn:DAY:K     hash  12-byte digests of delivery ids that arrived on UTC
 //	                             day DAY, in bucket K of that day's B (field → "");
 //	                             today and yesterday are checked, so the window is
-//	                             24–48 h (dedupeLua in scripts.go)
+//	                             24–48 h (dedupe.lua)
 //	fl:{w:W}:sn           hash  "b:DAY" → B, the bucket count of DAY
 //	fl:{w:W}:mem          hash  lower-cased email → JSON member {r,s,i}
 //	fl:{w:W}:memidx       zset  member emails, score 0: paging
 //	fl:{w:W}:keys         zset  API key ids by creation ms
 //
-// An event names only its device, so the device → workspace index lives in a
-// slot of its own, one of 4096 buckets chosen by FNV-1a of the device id (a
-// hash field per device is much smaller than a key per device):
+// An event names only its device, so what routes it lives in a slot of its
+// own, one of 4096 buckets chosen by FNV-1a of the device id (a hash field
+// per device is much smaller than a key per device):
 //
-//	fl:{d:B}:idx          hash  device id → workspace id
-//	fl:{d:B}:pend:D       hash  events kept for unregistered device D (7 days)
-//	fl:{d:B}:seen:DAY     set   delivery ids of kept events
+//	fl:{d:B}:idx          hash  device id → placement history: its registrations
+//	                             "TS+WS" and deletes "TS-", '/'-joined in placement
+//	                             order, the newest 32 (placement.go)
+//	fl:{d:B}:pend:D       hash  events kept for device D while they have no home:
+//	                             "o" presence, "l" last seen, "s:SID" session,
+//	                             "i:DIGEST" delivery ids (7 days; keep.lua)
 //
-// Steps that span the two slots are ordered so that a crash or retry between
-// them heals rather than corrupts counts:
-//   - register: (1) the device record in W, (2) index D → W, returning the
-//     kept events, (3) replay kept events in W (idempotent by session id and
-//     ts ordering), (4) drop the replayed events. A crash after (1) leaves a
-//     device that the redelivered registration completes; events meanwhile
-//     are kept in the bucket because the index is unset.
-//   - move W0 → W: (1) record in W carrying W0's presence, (2) index → W,
-//     (3) evict from W0, which returns W0's record as it was then, (4)
-//     merge that presence into W by the online-ordering rules. A crash in
-//     between leaves the device in both for a moment, never in neither;
-//     the redelivery finishes it. An event that another replica (its
-//     cache still naming W0) applies to W0's copy before (3) reaches W
-//     through (4); after (3), W0 answers "not here" and the replica
-//     re-routes. Only a crash between (3) and (4) loses such an event's
-//     presence, until the device's next presence event.
-//   - delete: (1) drop the record in W, (2) drop the index if it still says W.
-//     After a crash between them the index points at a workspace without the
-//     device; the next event sees that, clears the index and is kept as for
-//     an unregistered device.
+// The device's history decides everything that depends on where it was
+// (README, "How fleetd decides"): its workspace now (the greatest
+// placement, if a registration) and the home of each session (its
+// workspace at the session's start). The history only grows (a set union,
+// pruned to the newest 32), and so does what each workspace's record of
+// the device knows of it: copies merge in any order, so steps that span
+// slots can run twice, interleave across replicas, or stop halfway, and a
+// later run finishes them.
+//
+// Placement (a registration or delete, apply.go: place):
+//  1. fl:{d:B}:idx: add it to the history (place.lua), which also returns
+//     the kept events.
+//  2. Every workspace the history names: merge the history into the
+//     device's record there, creating it; take the registration's name, os
+//     and user if it is that workspace's greatest; list the device only
+//     where it is placed now; turn the sessions whose home is now elsewhere
+//     into tombstones that keep their content (sync.lua). The workspace the
+//     device is placed in now goes first, so it is listed somewhere before
+//     the others drop it.
+//  3. Carry presence (ordered by ts) and last seen from every record and the
+//     kept events to the workspace it is placed in now (adopt.lua).
+//  4. Bring the moved sessions and kept events home (merge.lua, or kept
+//     again by stash.lua when they still have none) and drop what arrived.
+//
+// A crash between steps leaves the device listed in two workspaces (step 2
+// done in the new one, not yet in the old), or sessions counted nowhere,
+// waiting in tombstones (between 2 and 4), but never loses them: the
+// redelivered placement (or any other placement of the device) runs every
+// step again. An event meanwhile is refused by a
+// workspace whose record says it is not the event's home (apply.lua:
+// rNotHere) and routed again from the index; a workspace the index names
+// but whose record lags behind is brought in step first.
+//
+// Sessions of a device with more than one placement may be met in two
+// workspaces (a late start with an end homed elsewhere): after such an
+// event Go reads every copy, turns the ones away from home into tombstones
+// and merges all into the home (apply.go: reuniteAll). The merge checks the
+// home against its own record, so a router with an old history cannot put
+// a session in the wrong place for good: the workspace's next sync moves it.
 //
 // Global keys (one slot each, never touched by the per-event scripts):
 //
