@@ -182,13 +182,13 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 			typ, x, dur := eventFields(e)
 			if ws == "" {
 				b := bucketOf(e.DeviceID)
-				c := byBucket[b]
+				c := byBucket[s.bucketGroup(b)]
 				if c == nil {
 					c = &call{script: keepScript, keys: []string{idxKey(b)}, args: []any{now}}
-					byBucket[b] = c
+					byBucket[s.bucketGroup(b)] = c
 					calls = append(calls, c)
 				}
-				c.args = append(c.args, typ, deliveryDigest(e.ID), e.TS, e.DeviceID, e.SessionID, x, dur)
+				c.args = append(c.args, bucketPrefix(b), typ, deliveryDigest(e.ID), e.TS, e.DeviceID, e.SessionID, x, dur)
 				c.idx = append(c.idx, i)
 				continue
 			}
@@ -231,9 +231,6 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 					next = append(next, i)
 				case int64:
 					code, flags := v&codeMask, v&^codeMask
-					if c.script == keepScript && e.SessionID != "" && routes[e.DeviceID] != nil {
-						flags |= fMulti // kept while it has copies elsewhere, maybe
-					}
 					switch {
 					case code == rNotHere:
 						s.cache.del(e.DeviceID)
@@ -267,6 +264,15 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 		work = next
 	}
 	return s.followUp(ctx, post)
+}
+
+// bucketGroup is the call that a script for index bucket b joins: its own
+// on a cluster (a script touches one slot), one for all on a single Redis.
+func (s *Store) bucketGroup(b uint32) uint32 {
+	if s.cluster {
+		return b
+	}
+	return 0
 }
 
 // route is what the router knows of a device: its placement history.
@@ -462,13 +468,13 @@ func (s *Store) place(ctx context.Context, events []fleet.Event, work []int, res
 	for _, id := range order {
 		d := devs[id]
 		b := bucketOf(id)
-		c := byBucket[b]
+		c := byBucket[s.bucketGroup(b)]
 		if c == nil {
 			c = &call{script: placeScript, keys: []string{idxKey(b)}}
-			byBucket[b] = c
+			byBucket[s.bucketGroup(b)] = c
 			calls = append(calls, c)
 		}
-		c.args = append(c.args, id, len(d.entries))
+		c.args = append(c.args, bucketPrefix(b), id, len(d.entries))
 		for _, en := range d.entries {
 			c.args = append(c.args, en)
 		}
@@ -569,8 +575,38 @@ type recon struct {
 // to their home. Every step is idempotent: running it again, after a
 // crash or from another replica, finishes what is left.
 func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
+	rus, err := s.syncAll(ctx, rs)
+	if err != nil {
+		return err
+	}
+	if err := s.reuniteAll(ctx, rus); err != nil {
+		return err
+	}
+	// Kept events are done with once the device has a workspace.
+	byBucket := map[uint32]*call{}
+	var unkeeps []*call
+	for _, r := range rs {
+		if len(r.pending) == 0 || r.route.h.owner() == "" {
+			continue
+		}
+		b := bucketOf(r.device)
+		c := byBucket[b]
+		if c == nil {
+			c = &call{script: unkeepScript, keys: []string{idxKey(b)}}
+			byBucket[b] = c
+			unkeeps = append(unkeeps, c)
+		}
+		c.args = append(c.args, r.device, r.pending["o"], r.pending["l"])
+	}
+	return s.exec(ctx, unkeeps)
+}
+
+// syncAll does the first steps of reconcile: sync.lua in every workspace
+// of each history, adopt.lua in the device's workspace now. It returns the
+// sessions to bring home.
+func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 	if len(rs) == 0 {
-		return nil
+		return nil, nil
 	}
 	now, _ := s.clock()
 	bound, retention := s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()
@@ -599,7 +635,7 @@ func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
 			if reg := r.regs[ws]; reg != nil {
 				cold, err := json.Marshal(coldFields{Name: reg.Name, OS: reg.OS, User: reg.UserID})
 				if err != nil {
-					return fmt.Errorf("redisstore: place: %w", err)
+					return nil, fmt.Errorf("redisstore: place: %w", err)
 				}
 				c.args = append(c.args, reg.TS, string(cold), reg.Name, reg.OS, reg.UserID)
 			} else {
@@ -612,12 +648,12 @@ func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
 	// before the others drop it.
 	calls := append(append(owners, others...), pendCmds...)
 	if err := s.exec(ctx, calls); err != nil {
-		return err
+		return nil, err
 	}
 	for _, c := range pendCmds {
 		m, err := c.cmd.Result()
 		if err != nil && err != redis.Nil {
-			return fmt.Errorf("redisstore: reconcile: %w", err)
+			return nil, fmt.Errorf("redisstore: reconcile: %w", err)
 		}
 		c.rec.pending = pairs(m)
 	}
@@ -652,22 +688,23 @@ func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
 	for _, c := range append(owners, others...) {
 		vals, err := c.cmd.Slice()
 		if err != nil || len(vals) != len(c.recs) {
-			return fmt.Errorf("redisstore: sync: bad script reply: %v", err)
+			return nil, fmt.Errorf("redisstore: sync: bad script reply: %v", err)
 		}
 		for k, v := range vals {
 			r := c.recs[k]
 			res, _ := v.([]any)
 			if len(res) < 4 {
-				return fmt.Errorf("redisstore: sync: bad reply for %s", r.device)
+				return nil, fmt.Errorf("redisstore: sync: bad reply for %s", r.device)
 			}
 			on := fmt.Sprint(res[0])
 			ot, _ := res[1].(string)
 			ls, _ := res[2].(string)
 			merge(r, on, ot, ls)
 			multi[r]++
-			for p := 4; p+1 < len(res); p += 2 {
-				sid, _ := res[p].(string)
-				moving[r] = append(moving[r], sid)
+			for p := 4; p < len(res); p++ {
+				if sid, _ := res[p].(string); !containsString(moving[r], sid) {
+					moving[r] = append(moving[r], sid)
+				}
 			}
 		}
 	}
@@ -711,29 +748,7 @@ func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
 		}
 		c.args = append(c.args, r.device, on, ot, ls)
 	}
-	if err := s.exec(ctx, adopts); err != nil {
-		return err
-	}
-	if err := s.reuniteAll(ctx, rus); err != nil {
-		return err
-	}
-	// Kept events are done with once the device has a workspace.
-	byBucket := map[uint32]*call{}
-	var unkeeps []*call
-	for _, r := range rs {
-		if len(r.pending) == 0 || r.route.h.owner() == "" {
-			continue
-		}
-		b := bucketOf(r.device)
-		c := byBucket[b]
-		if c == nil {
-			c = &call{script: unkeepScript, keys: []string{idxKey(b)}}
-			byBucket[b] = c
-			unkeeps = append(unkeeps, c)
-		}
-		c.args = append(c.args, r.device, r.pending["o"], r.pending["l"])
-	}
-	return s.exec(ctx, unkeeps)
+	return rus, s.exec(ctx, adopts)
 }
 
 // reunion is a device whose sessions may have copies in several places.
@@ -743,243 +758,235 @@ type reunion struct {
 	sids   []string
 }
 
+// maxReuniteRounds bounds the rounds of reuniteAll; a session still moving
+// after them (placements of its device arriving all the while) fails the
+// request, which its sender retries.
+const maxReuniteRounds = 8
+
 // reuniteAll brings every copy of the sessions of rs together at the
-// session's home: it reads the copies in every workspace of the device's
-// history and among its kept events, turns those away from home into
-// tombstones (which keep their content, so a crash loses nothing), and
-// merges all that is known into the home (merge.lua), or keeps it when the
-// session has no home yet. It repeats while a home turns out to have moved.
+// session's home. A round reads the copies in every workspace of the
+// device's history and among its kept events, turns those away from home
+// into tombstones (which keep their content, so a crash loses nothing),
+// and merges all that is known into the home (merge.lua), or keeps it when
+// the session has no home yet (stash.lua). Rounds repeat, each with the
+// history read afresh, until a round finds every session whole at its
+// home: since every writer of a copy reads the copies after its write,
+// two writers racing on one session cannot both miss the other.
 func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
+	type item struct {
+		r   *reunion
+		sid string
+	}
+	var work []item
+	for _, r := range rs {
+		for _, sid := range r.sids {
+			work = append(work, item{r, sid})
+		}
+	}
 	now, _ := s.clock()
 	bound, retention := s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()
-	for attempt := 0; len(rs) > 0; attempt++ {
-		if attempt == 4 {
-			return fmt.Errorf("redisstore: reunite: %d devices' sessions still moving after %d attempts", len(rs), attempt)
+	for round := 0; len(work) > 0; round++ {
+		if round == maxReuniteRounds {
+			return fmt.Errorf("redisstore: reunite: %d sessions still moving after %d rounds", len(work), round)
 		}
-		// 1. Read every copy.
-		type copyRef struct {
-			r   *reunion
-			sid string
+		if round > 0 {
+			if err := s.refreshRoutes(ctx, rs); err != nil {
+				return err
+			}
+		}
+		// Read every copy.
+		type copies struct {
+			live    map[string]sessionRecord // workspace → counted copy
+			raw     map[string]string
+			joined  sessionRecord
+			any     bool
+			pending string // the kept copy, as read
+		}
+		found := make([]copies, len(work))
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		pipe := s.rdb.Pipeline()
+		type read struct {
+			k   int
 			ws  string // "" for kept
 			cmd *redis.StringCmd
 		}
-		var refs []*copyRef
-		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-		pipe := s.rdb.Pipeline()
-		for _, r := range rs {
-			for _, sid := range r.sids {
-				for _, ws := range r.route.h.workspaces() {
-					refs = append(refs, &copyRef{r: r, sid: sid, ws: ws, cmd: pipe.HGet(rctx, wsKey(ws, "ss"), sid)})
-				}
-				refs = append(refs, &copyRef{r: r, sid: sid, cmd: pipe.HGet(rctx, pendKey(r.device), "s:"+sid)})
+		var reads []read
+		for k, it := range work {
+			for _, ws := range it.r.route.h.workspaces() {
+				reads = append(reads, read{k, ws, pipe.HGet(rctx, wsKey(ws, "ss"), it.sid)})
 			}
+			reads = append(reads, read{k, "", pipe.HGet(rctx, pendKey(it.r.device), "s:"+it.sid)})
 		}
 		_, err := pipe.Exec(rctx)
 		cancel()
 		if err != nil && err != redis.Nil {
 			return s.fail("reunite", err)
 		}
-		type sess struct {
-			r       *reunion
-			sid     string
-			joined  sessionRecord
-			any     bool
-			home    string
-			live    []string // workspaces holding a counted copy away from home
-			pending string   // the kept copy, "" when none
-		}
-		var all []*sess
-		bySid := map[*reunion]map[string]*sess{}
-		for _, ref := range refs {
-			m := bySid[ref.r]
-			if m == nil {
-				m = map[string]*sess{}
-				bySid[ref.r] = m
-			}
-			x := m[ref.sid]
-			if x == nil {
-				x = &sess{r: ref.r, sid: ref.sid}
-				m[ref.sid] = x
-				all = append(all, x)
-			}
-			raw := ref.cmd.Val()
-			if raw == "" {
-				continue
-			}
+		for _, rd := range reads {
+			raw := rd.cmd.Val()
 			rec, ok := parseSession(raw)
-			if !ok {
+			if raw == "" || !ok {
 				continue
 			}
-			if x.any {
-				x.joined = x.joined.join(rec)
+			c := &found[rd.k]
+			if c.any {
+				c.joined = c.joined.join(rec)
 			} else {
-				x.joined, x.any = rec.join(rec), true
+				c.joined, c.any = rec.join(rec), true
 			}
-			if ref.ws == "" {
-				x.pending = raw
-			} else if !rec.Tomb {
-				x.live = append(x.live, ref.ws)
+			switch {
+			case rd.ws == "":
+				c.pending = raw
+			case !rec.Tomb:
+				if c.live == nil {
+					c.live, c.raw = map[string]sessionRecord{}, map[string]string{}
+				}
+				c.live[rd.ws], c.raw[rd.ws] = rec, raw
 			}
 		}
-		// 2. Tombstones for the copies away from home.
-		var tombs []*call
-		byWS := map[string]*call{}
-		for _, x := range all {
-			if !x.any {
+		// Decide, per session: whole at home already, or a move to make.
+		var next []item
+		var tombs, merges, stashes, unpends []*call
+		tombBy, mergeBy := map[string]*call{}, map[string]*call{}
+		stashBy, unpendBy := map[uint32]*call{}, map[uint32]*call{}
+		add := func(calls *[]*call, by map[string]*call, sc *redis.Script, ws string, args ...any) *call {
+			c := by[ws]
+			if c == nil {
+				c = &call{script: sc, keys: []string{wsDevKey(ws)}, args: []any{now, bound, retention}}
+				by[ws] = c
+				*calls = append(*calls, c)
+			}
+			c.args = append(c.args, args...)
+			return c
+		}
+		for k, it := range work {
+			c := found[k]
+			if !c.any {
+				continue // nothing anywhere
+			}
+			home := it.r.route.h.home(c.joined.at())
+			whole := c.pending == ""
+			if home == "" {
+				whole = len(c.live) == 0 && c.pending != "" && sameSession(c.pending, c.joined)
+			} else {
+				for ws := range c.live {
+					whole = whole && ws == home
+				}
+				whole = whole && c.live[home].Device != "" && sameSession(c.raw[home], c.joined)
+			}
+			if whole {
 				continue
 			}
-			x.home = x.r.route.h.home(x.joined.at())
-			for _, ws := range x.live {
-				if ws == x.home {
-					continue
+			next = append(next, it)
+			for ws := range c.live {
+				if ws != home {
+					add(&tombs, tombBy, tombScript, ws, it.sid, home)
 				}
-				c := byWS[ws]
-				if c == nil {
-					c = &call{script: tombScript, keys: []string{wsDevKey(ws)}, args: []any{now, bound, retention}}
-					byWS[ws] = c
-					tombs = append(tombs, c)
-				}
-				c.args = append(c.args, x.sid, x.home)
-				c.sess = append(c.sess, x.sid)
-				c.recs = append(c.recs, &recon{device: x.r.device})
 			}
+			joined := c.joined
+			joined.Written, joined.hasWritten = now, true
+			b := bucketOf(it.r.device)
+			if home == "" {
+				sc := stashBy[b]
+				if sc == nil {
+					sc = &call{script: stashScript, keys: []string{idxKey(b)}, args: []any{now}}
+					stashBy[b] = sc
+					stashes = append(stashes, sc)
+				}
+				sc.args = append(sc.args, it.sid, joined.String())
+				sc.devs = append(sc.devs, it.r.device)
+				continue
+			}
+			m := add(&merges, mergeBy, mergeScript, home, it.sid, joined.String())
+			m.devs = append(m.devs, it.r.device)
+			m.sess = append(m.sess, c.pending) // dropped once the home has it
 		}
+		if len(next) == 0 {
+			return nil
+		}
+		// Tombstones first, then the merges, then the kept copies that
+		// arrived are dropped.
 		if err := s.exec(ctx, tombs); err != nil {
 			return err
 		}
-		for _, c := range tombs {
-			vals, err := c.cmd.StringSlice()
-			if err != nil || len(vals) != len(c.sess) {
-				return fmt.Errorf("redisstore: tomb: bad script reply: %v", err)
-			}
-			for k, v := range vals {
-				if rec, ok := parseSession(v); ok {
-					x := bySid[reunionOf(rs, c.recs[k].device)][c.sess[k]]
-					x.joined = x.joined.join(rec)
-				}
-			}
-		}
-		// 3. Merge at home, or keep.
-		var merges, keeps, unpends []*call
-		mergeByWS := map[string]*call{}
-		keepByBucket := map[uint32]*call{}
-		unpendByBucket := map[uint32]*call{}
-		for _, x := range all {
-			if !x.any {
-				continue
-			}
-			x.joined.Written, x.joined.hasWritten = now, true
-			x.home = x.r.route.h.home(x.joined.at())
-			if x.home == "" {
-				b := bucketOf(x.r.device)
-				c := keepByBucket[b]
-				if c == nil {
-					c = &call{script: stashScript, keys: []string{idxKey(b)}, args: []any{now}}
-					keepByBucket[b] = c
-					keeps = append(keeps, c)
-				}
-				c.args = append(c.args, x.sid, x.joined.String())
-				c.sess = append(c.sess, x.sid)
-				c.recs = append(c.recs, &recon{device: x.r.device})
-				continue
-			}
-			c := mergeByWS[x.home]
-			if c == nil {
-				c = &call{script: mergeScript, keys: []string{wsDevKey(x.home)}, args: []any{now, bound, retention}}
-				mergeByWS[x.home] = c
-				merges = append(merges, c)
-			}
-			c.args = append(c.args, x.sid, x.joined.String())
-			c.sess = append(c.sess, x.sid)
-			c.recs = append(c.recs, &recon{device: x.r.device})
-			if x.pending != "" {
-				b := bucketOf(x.r.device)
-				u := unpendByBucket[b]
-				if u == nil {
-					u = &call{script: unpendScript, keys: []string{idxKey(b)}}
-					unpendByBucket[b] = u
-					unpends = append(unpends, u)
-				}
-				u.args = append(u.args, x.r.device, "s:"+x.sid, x.pending)
-			}
-		}
-		if err := s.exec(ctx, append(merges, keeps...)); err != nil {
+		if err := s.exec(ctx, append(merges, stashes...)); err != nil {
 			return err
 		}
-		// Kept copies are dropped only once their home has them.
-		var again []*reunion
 		var lagging []*recon
-		retry := map[*reunion][]string{}
 		for _, c := range merges {
 			vals, err := c.cmd.Slice()
-			if err != nil || len(vals) != len(c.sess) {
+			if err != nil || len(vals) != len(c.devs) {
 				return fmt.Errorf("redisstore: merge: bad script reply: %v", err)
 			}
 			for k, v := range vals {
 				res, _ := v.([]any)
-				code, _ := res[0].(int64)
-				r := reunionOf(rs, c.recs[k].device)
-				switch code {
-				case rAccepted, rDuplicate:
-				case rNotHere, rMoved:
-					if content, _ := res[1].(string); content == "" {
-						lagging = append(lagging, &recon{device: r.device, route: r.route})
-					}
-					retry[r] = append(retry[r], c.sess[k])
+				if len(res) != 2 {
+					return fmt.Errorf("redisstore: merge: bad script reply %v", v)
 				}
-			}
-		}
-		for _, c := range keeps {
-			vals, err := c.cmd.Slice()
-			if err != nil || len(vals) != len(c.sess) {
-				return fmt.Errorf("redisstore: stash: bad script reply: %v", err)
-			}
-			for k, v := range vals {
-				if h, ok := v.(string); ok { // it has a home after all
-					r := reunionOf(rs, c.recs[k].device)
-					if rt := s.cache.set(strings.Clone(r.device), h); rt != nil {
-						r.route = rt
+				code, _ := res[0].(int64)
+				switch {
+				case code == rAccepted || code == rDuplicate:
+					if pending := c.sess[k]; pending != "" {
+						d := c.devs[k]
+						b := bucketOf(d)
+						u := unpendBy[b]
+						if u == nil {
+							u = &call{script: unpendScript, keys: []string{idxKey(b)}}
+							unpendBy[b] = u
+							unpends = append(unpends, u)
+						}
+						sid := c.args[3+2*k].(string)
+						u.args = append(u.args, d, "s:"+sid, pending)
 					}
-					retry[r] = append(retry[r], c.sess[k])
+				case code == rNotHere && res[1] == "":
+					// The home has no record of the device yet: bring it in step.
+					lagging = append(lagging, &recon{device: c.devs[k], route: reunionOf(rs, c.devs[k]).route})
 				}
 			}
 		}
 		if err := s.exec(ctx, unpends); err != nil {
 			return err
 		}
-		if len(retry) == 0 {
-			return nil
-		}
-		// Fresh histories for what must go round again.
-		var devices []string
-		for r := range retry {
-			devices = append(devices, r.device)
-		}
-		raws, err := s.lookup(ctx, devices)
+		more, err := s.syncAll(ctx, lagging)
 		if err != nil {
 			return err
 		}
-		for k, d := range devices {
-			for r, sids := range retry {
-				if r.device == d {
-					if rt := s.cache.set(strings.Clone(d), raws[k]); rt != nil {
-						r.route = rt
-					}
-					again = append(again, &reunion{device: d, route: r.route, sids: sids})
-				}
+		for _, r := range more {
+			for _, sid := range r.sids {
+				next = append(next, item{reunionOf(rs, r.device), sid})
 			}
 		}
-		for _, l := range lagging {
-			for _, r := range again {
-				if r.device == l.device {
-					l.route = r.route
-				}
-			}
+		work = next
+	}
+	return nil
+}
+
+// sameSession reports whether a stored copy holds all that is known.
+func sameSession(raw string, joined sessionRecord) bool {
+	rec, ok := parseSession(raw)
+	if !ok {
+		return false
+	}
+	rec.Tomb, rec.TombHome = false, ""
+	rec.Written, rec.hasWritten = 0, false
+	joined.Written, joined.hasWritten = 0, false
+	return rec == joined
+}
+
+// refreshRoutes reads the histories of rs's devices afresh.
+func (s *Store) refreshRoutes(ctx context.Context, rs []*reunion) error {
+	devices := make([]string, len(rs))
+	for k, r := range rs {
+		devices[k] = r.device
+	}
+	raws, err := s.lookup(ctx, devices)
+	if err != nil {
+		return err
+	}
+	for k, r := range rs {
+		if rt := s.cache.set(strings.Clone(r.device), raws[k]); rt != nil {
+			r.route = rt
 		}
-		if err := s.reconcile(ctx, lagging); err != nil {
-			return err
-		}
-		rs = again
 	}
 	return nil
 }

@@ -126,8 +126,11 @@ func bucketOf(device string) uint32 {
 
 // idxKey is the routing key of a device's index bucket, passed as KEYS[1] to
 // the bucket scripts, which derive the other names by stripping "idx".
-func idxKey(bucket uint32) string {
-	return "fl:{d:" + strconv.FormatUint(uint64(bucket), 16) + "}:idx"
+func idxKey(bucket uint32) string { return bucketPrefix(bucket) + "idx" }
+
+// bucketPrefix is the key prefix of an index bucket, "fl:{d:B}:".
+func bucketPrefix(bucket uint32) string {
+	return "fl:{d:" + strconv.FormatUint(uint64(bucket), 16) + "}:"
 }
 
 // pendKey holds the events kept for device d (keep.lua).

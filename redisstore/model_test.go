@@ -124,6 +124,18 @@ type seededPicker struct{ r *rand.Rand }
 
 func (p seededPicker) pick(lo, hi int, _ string) int { return lo + p.r.IntN(hi-lo+1) }
 
+// replayPicker makes the choices of a failing delivery again.
+type replayPicker struct{ picks []int }
+
+func (p *replayPicker) pick(lo, hi int, _ string) int {
+	if len(p.picks) == 0 {
+		return lo
+	}
+	v := p.picks[0]
+	p.picks = p.picks[1:]
+	return min(max(v, lo), hi)
+}
+
 // deliver sends evs in batches of random sizes to random replicas, with
 // random extra redeliveries; shuffled when shuffle; with every replica
 // applying its batches at the same time as the others when concurrent.
@@ -359,7 +371,9 @@ func TestStoreMatchesModel(t *testing.T) {
 }
 
 // TestStoreConvergenceRegressions replays the histories the property found
-// (testdata/convergence), each delivered in every mode under 20 seeds.
+// (testdata/convergence), each delivered in every mode under 20 seeds, and
+// with the choices of the delivery that failed ("picks", "runs" times)
+// when the case has them.
 func TestStoreConvergenceRegressions(t *testing.T) {
 	b := newBackend(t)
 	replicas := []*Store{b.open(t), b.open(t)}
@@ -375,6 +389,8 @@ func TestStoreConvergenceRegressions(t *testing.T) {
 			}
 			var c struct {
 				Events json.RawMessage `json:"events"`
+				Picks  []int           `json:"picks"`
+				Runs   int             `json:"runs"`
 			}
 			if err := json.Unmarshal(raw, &c); err != nil {
 				t.Fatal(err)
@@ -386,6 +402,11 @@ func TestStoreConvergenceRegressions(t *testing.T) {
 			for seed := range uint64(20) {
 				if diff := checkHistory(t, seededPicker{rand.New(rand.NewPCG(seed, 1))}, replicas, evs); diff != "" {
 					t.Fatalf("seed %d: %s", seed, diff)
+				}
+			}
+			for run := range c.Runs {
+				if diff := checkHistory(t, &replayPicker{slices.Clone(c.Picks)}, replicas, evs); diff != "" {
+					t.Fatalf("replayed delivery, run %d: %s", run, diff)
 				}
 			}
 		})

@@ -183,17 +183,15 @@ func (s *Store) ListSessions(ctx context.Context, ws string, f fleet.SessionFilt
 			return page, fleet.Errorf(fleet.EINVALID, "cursor is malformed: pass next_cursor of the previous page unchanged")
 		}
 	}
-	src := "hist"
-	if f.DeviceID != "" {
-		src = "hd:" + f.DeviceID
-	}
 	now, _ := s.clock()
+	bound := s.cfg.LiveSessionBound.Milliseconds()
+	src, lo, hi, status := sessionSource(f, now-bound)
 	afterScore, afterID := cur[0], cur[1]
 	var lastAt string
 	more := false
 	for {
 		cmd, err := s.eval(ctx, sessionsScript, []string{wsDevKey(ws)}, src, afterScore, afterID, limit+1-len(page.Items),
-			f.Status, now, s.cfg.LiveSessionBound.Milliseconds(), scanBudget)
+			status, now, bound, scanBudget, lo, hi)
 		if err != nil {
 			return page, err
 		}
@@ -226,6 +224,30 @@ func (s *Store) ListSessions(ctx context.Context, ws string, f fleet.SessionFilt
 		page.Next = encodeCursor(lastAt, page.Items[len(page.Items)-1].ID)
 	}
 	return page, nil
+}
+
+// sessionSource picks the index that a session listing reads, so that a
+// filter costs the page, not the history: the device's sessions for a
+// device filter, the sessions without an end (by start) for live and
+// abandoned, the ended sessions of the status's label for a status. It
+// returns the source, the score range to read and the status the script
+// must still check ("" when every entry of the range matches).
+func sessionSource(f fleet.SessionFilter, liveFrom int64) (src, lo, hi, status string) {
+	lo, hi, status = "-inf", "+inf", f.Status
+	switch {
+	case f.DeviceID != "":
+		return "hd:" + f.DeviceID, lo, hi, status
+	case f.Status == fleet.StatusLive:
+		return "live", strconv.FormatInt(liveFrom, 10), hi, ""
+	case f.Status == fleet.StatusAbandoned:
+		return "live", lo, "(" + strconv.FormatInt(liveFrom, 10), ""
+	case f.Status != "":
+		if l := fleet.StatusLabel(f.Status); l != fleet.StatusOther {
+			status = ""
+		}
+		return "hs:" + fleet.StatusLabel(f.Status), lo, hi, status
+	}
+	return "hist", lo, hi, ""
 }
 
 // Usage implements fleet.Reader.

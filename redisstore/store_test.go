@@ -705,9 +705,9 @@ func TestScriptsCheckBeforeWriting(t *testing.T) {
 		"apply, durationSec out of range": {script: applyScript, keys: []string{wsDevKey("a")},
 			args: append(append([]any{now, day, int64(86400000), int64(86400000)}, good...), wsPrefix("a"), int(fleet.EventSessionEnded), "", ms(t0), "d1", "s1", "success", "100000000000000000")},
 		"keep, bad ts": {script: keepScript, keys: []string{idxKey(bucketOf("k1"))},
-			args: []any{now, int(fleet.EventOnlineChanged), "", ms(t0), "k1", "", "1", "", int(fleet.EventOnlineChanged), "", "x", "k1", "", "1", ""}},
+			args: []any{now, bucketPrefix(bucketOf("k1")), int(fleet.EventOnlineChanged), "", ms(t0), "k1", "", "1", "", bucketPrefix(bucketOf("k1")), int(fleet.EventOnlineChanged), "", "x", "k1", "", "1", ""}},
 		"place, bad placement": {script: placeScript, keys: []string{idxKey(bucketOf("p1"))},
-			args: []any{"p1", 1, "1000+a", "p1", 2, "1000+a", "1000*b"}},
+			args: []any{bucketPrefix(bucketOf("p1")), "p1", 1, "1000+a", bucketPrefix(bucketOf("p1")), "p1", 2, "1000+a", "1000*b"}},
 		"sync, bad registration ts": {script: syncScript, keys: []string{wsDevKey("a")},
 			args: []any{now, int64(86400000), int64(86400000), "d9", "1000+a", "1000", `{"n":"n","o":"o"}`, "n", "o", "", "d9", "1000+a", "x", `{}`, "", "", ""}},
 	} {

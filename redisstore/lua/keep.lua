@@ -1,33 +1,34 @@
 -- keep.lua: keeps events of devices that have no home for them yet (never
 -- registered, or deleted before the event, with no registration after),
--- in the device's index bucket. KEYS[1] = fl:{d:B}:idx.
--- ARGV: now, then 7 fields per event: type, delivery id digest, ts,
--- device, session, x (online "1"/"0", or status), durationSec ("" when
--- absent).
--- Returns per event a result code, or the device's placement history when
--- it turns out to have a home for the event (Go routes it there).
+-- in the device's index bucket. KEYS[1] = the index bucket of the first
+-- event's device (routing; one call carries many buckets on a single
+-- Redis, one on a cluster). ARGV: now, then 8 fields per event: the
+-- bucket's key prefix ("fl:{d:B}:"), type, delivery id digest, ts, device,
+-- session, x (online "1"/"0", or status), durationSec ("" when absent).
+-- Returns per event a result code (plus F_MULTI for a session event of a
+-- device with a placement history), or the history when the device turns
+-- out to have a home for the event (Go routes it there).
 --
 -- fl:{d:B}:pend:D holds, for device D: "o" the presence "ON,OT" that
 -- decides, "l" the last seen ts, and "s:SID" what is known of session SID
 -- (the session record codec), and "i:DIGEST" per delivery id kept, for
 -- de-duplication. It lives for 7 days after its last event.
 
-local B = string.sub(KEYS[1], 1, -4)
 local now = tonumber(ARGV[1])
 local evs = {}
-for i = 2, #ARGV, 7 do
-  local e = {typ = tonumber(ARGV[i]), id = ARGV[i + 1], ts = tonumber(ARGV[i + 2]), d = ARGV[i + 3], sid = ARGV[i + 4],
-    x = ARGV[i + 5], gd = opt(ARGV[i + 6])}
-  if not (e.typ and e.ts and (ARGV[i + 6] == '' or e.gd)) then
-    return redis.error_reply('ERR fleetd: malformed event ' .. ((i - 2) / 7))
+for i = 2, #ARGV, 8 do
+  local e = {B = ARGV[i], typ = tonumber(ARGV[i + 1]), id = ARGV[i + 2], ts = tonumber(ARGV[i + 3]), d = ARGV[i + 4],
+    sid = ARGV[i + 5], x = ARGV[i + 6], gd = opt(ARGV[i + 7])}
+  if not (e.typ and e.ts and (ARGV[i + 7] == '' or e.gd)) then
+    return redis.error_reply('ERR fleetd: malformed event ' .. ((i - 2) / 8))
   end
   evs[#evs + 1] = e
 end
 
 local out = {}
 for k, e in ipairs(evs) do
-  local pk = B .. 'pend:' .. e.d
-  local h = redis.call('HGET', KEYS[1], e.d)
+  local pk = e.B .. 'pend:' .. e.d
+  local h = redis.call('HGET', e.B .. 'idx', e.d)
   local hl = nil
   if h then hl = hparse(h) end
   local r
@@ -80,6 +81,9 @@ for k, e in ipairs(evs) do
     if not l or e.ts > l then redis.call('HSET', pk, 'l', fmt(e.ts)) end
     redis.call('PEXPIRE', pk, PENDING_TTL_MS)
   end
+  -- A session kept while the device has a history may have copies in its
+  -- workspaces: Go checks (F_MULTI).
+  if type(r) == 'number' and hl and e.typ ~= T_ONLINE then r = r + F_MULTI end
   out[k] = r
 end
 return out

@@ -333,23 +333,32 @@ local function activeElsewhere(P, d, sid, ms, month)
 end
 
 -- scount moves the counts of workspace P from what record old contributes
--- to what record new does (either may be nil): listing position, liveness,
--- and, for ended sessions, seconds and active devices by day and month and
--- the totals by status.
+-- to what record new does (either may be nil): listing position (by
+-- "at", and by status label for ended ones), liveness, and, for ended
+-- sessions, seconds and active devices by day and month and the totals
+-- by status.
 local function scount(P, sid, old, new, now, bound, retention)
   local d = (new or old).d
   local hd = P .. 'hd:' .. d
-  local oat, nat = nil, nil
-  if old then oat = sat(old) end
-  if new then nat = sat(new) end
-  if nat then
-    if nat ~= oat then
-      redis.call('ZADD', P .. 'hist', fmt(nat), sid)
-      redis.call('ZADD', hd, fmt(nat), sid)
-    end
+  local oat, nat, olab, nlab = nil, nil, nil, nil
+  if old then
+    oat = sat(old)
+    if old.en then olab = slabel(old.s) end
   end
+  if new then
+    nat = sat(new)
+    if new.en then nlab = slabel(new.s) end
+  end
+  if nat and nat ~= oat then
+    redis.call('ZADD', P .. 'hist', fmt(nat), sid)
+    redis.call('ZADD', hd, fmt(nat), sid)
+  end
+  if olab and olab ~= nlab then redis.call('ZREM', P .. 'hs:' .. olab, sid) end
+  if nlab and (nlab ~= olab or nat ~= oat) then redis.call('ZADD', P .. 'hs:' .. nlab, fmt(nat), sid) end
+  -- Sessions without an end, by start: live within the bound, abandoned
+  -- after (both read from here).
   local olive = old and old.st and not old.en
-  local nlive = new and new.st and not new.en and new.st >= now - bound
+  local nlive = new and new.st and not new.en
   if nlive then
     if not olive or old.st ~= new.st then redis.call('ZADD', P .. 'live', fmt(new.st), sid) end
   elseif olive then

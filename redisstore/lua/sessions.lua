@@ -5,20 +5,22 @@
 -- are listed by id, descending, so "after" a position (score, id) means a
 -- lower score, or the same score and a lower id. Tombstones of sessions
 -- that moved to another workspace are skipped.
--- KEYS[1] = fl:{w:W}:dev. ARGV: source zset ("hist" or "hd:DEVICE"), score
--- and id of the last entry seen ("" for the start), want, status filter,
--- now ms, live bound ms, budget.
+-- KEYS[1] = fl:{w:W}:dev. ARGV: source zset ("hist", "hd:DEVICE",
+-- "hs:LABEL" or "live"), score and id of the last entry seen ("" for the
+-- start), want, status filter ("" for none), now ms, live bound ms, budget,
+-- and the score range of the source to list: lowest (inclusive) and
+-- highest ("(" for exclusive).
 local P = string.sub(KEYS[1], 1, -4)
 local src = P .. ARGV[1]
 local cs, csid, want, stf = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now, bound, budget = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local lo, max = ARGV[9], ARGV[10]
 local csn = tonumber(cs)
-local max = '+inf'
 if cs ~= '' then max = cs end
 local off, out, n, looked, done = 0, {}, 0, 0, '0'
 local lastS, lastID = cs, csid
 while n < want and looked < budget do
-  local chunk = redis.call('ZREVRANGEBYSCORE', src, max, '-inf', 'WITHSCORES', 'LIMIT', off, 256)
+  local chunk = redis.call('ZREVRANGEBYSCORE', src, max, lo, 'WITHSCORES', 'LIMIT', off, 256)
   off = off + 256
   local stopped = false
   for k = 1, #chunk, 2 do

@@ -9,7 +9,10 @@
 -- device here only while this is its workspace now, and turns the sessions
 -- whose home is now elsewhere into tombstones.
 -- Returns per device {online, online ts, last seen, placed here now (1/0),
--- then session id, content pairs of the sessions that must move}.
+-- then the ids of the sessions Go must bring together at their home: those
+-- that must move, and, when this record learns for the first time that the
+-- device has moved, every session of the device here (one may have been
+-- written here while this record lagged, beside a copy elsewhere)}.
 
 local P = string.sub(KEYS[1], 1, -4)
 local W = wsOf(P)
@@ -24,6 +27,7 @@ for i = 4, #ARGV, 7 do
   local raw = redis.call('HGET', KEYS[1], d)
   local v
   if raw then v = dget(raw) else v = {on = 0, ot = nil, ls = nil, rg = nil, h = '', cold = '{}'} end
+  local wasSimple = raw ~= nil and v.h == ''
   local hl = hunion(dhist(v, W), hparse(h))
   if rts then
     local take = (v.rg == nil) or rts > v.rg
@@ -44,6 +48,11 @@ for i = 4, #ARGV, 7 do
   local cur = 0
   if current then cur = 1 end
   local res = {v.on, optfmt(v.ot), optfmt(v.ls), cur}
+  if v.h ~= '' and wasSimple then
+    for _, sid in ipairs(redis.call('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
+      res[#res + 1] = sid
+    end
+  end
   if v.h ~= '' then
     local hd = P .. 'hd:' .. d
     for _, seg in ipairs(hsegs(hl)) do
@@ -58,7 +67,6 @@ for i = 4, #ARGV, 7 do
             if not s.tomb then
               stomb(P, sid, s, s, seg.ws, now, bound, retention)
               res[#res + 1] = sid
-              res[#res + 1] = sput(s)
             end
           end
         end
