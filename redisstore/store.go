@@ -35,6 +35,16 @@ type Config struct {
 	Retention time.Duration
 	// DeviceCacheSize bounds the in-process device → workspace cache.
 	DeviceCacheSize int
+	// Observe, when set, is called after every Redis call the store makes
+	// through its client (one command, or one pipeline: one round trip)
+	// with the operation's name, how long it took and its error (nil when
+	// it succeeded; a nil reply is a success). Operation names are bounded:
+	// the script's name for script calls ("apply", "register", "devices",
+	// ...), the store operation for the calls of store.go, apikeys.go and
+	// workspace.go ("stats", "ping", "key", ...), else the Redis command
+	// ("hget", "sadd") or "pipeline" for a pipeline of several commands.
+	// It must be fast and safe for concurrent use.
+	Observe func(op string, d time.Duration, err error)
 }
 
 // Defaults for Config fields left zero.
@@ -147,6 +157,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.rdb = redis.NewClient(opt)
 	}
+	if cfg.Observe != nil {
+		s.rdb.AddHook(observeHook{cfg.Observe})
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*cfg.Timeout)
 	defer cancel()
 	// Redis may be down at start: the daemon still starts (not ready, 503s)
@@ -171,12 +184,116 @@ func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		return wrap("ping", cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		// The masters' own clients do not carry the observe hook.
+		start := time.Now()
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 			return c.Ping(ctx).Err()
-		}))
+		})
+		s.observe("ping", start, err)
+		return wrap("ping", err)
 	}
-	return wrap("ping", s.rdb.Ping(ctx).Err())
+	return wrap("ping", s.rdb.Ping(withOp(ctx, "ping")).Err())
 }
+
+// observeHook reports every call of the store's client to Config.Observe.
+type observeHook struct {
+	fn func(op string, d time.Duration, err error)
+}
+
+func (observeHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h observeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmd)
+		h.fn(opOf(ctx, cmd), time.Since(start), callError(err))
+		return err
+	}
+}
+
+func (h observeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmds)
+		oerr := callError(err)
+		for _, c := range cmds {
+			if oerr != nil {
+				break
+			}
+			oerr = callError(c.Err())
+		}
+		op, _ := ctx.Value(opKey{}).(string)
+		if op == "" && len(cmds) > 0 {
+			op = opOf(ctx, cmds[0])
+			for _, c := range cmds[1:] {
+				if opOf(ctx, c) != op {
+					op = "pipeline"
+					break
+				}
+			}
+		}
+		h.fn(op, time.Since(start), oerr)
+		return err
+	}
+}
+
+// observe reports a call made outside the hooked client (a cluster's
+// per-master calls).
+func (s *Store) observe(op string, start time.Time, err error) {
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(op, time.Since(start), callError(err))
+	}
+}
+
+func callError(err error) error {
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	return err
+}
+
+// opKey carries the name of the store operation a call belongs to.
+type opKey struct{}
+
+// withOp names the store operation of the calls made with ctx, for Observe.
+func withOp(ctx context.Context, op string) context.Context {
+	return context.WithValue(ctx, opKey{}, op)
+}
+
+// opOf names a call: its store operation, its script, or its command.
+func opOf(ctx context.Context, cmd redis.Cmder) string {
+	if op, ok := ctx.Value(opKey{}).(string); ok {
+		return op
+	}
+	name := cmd.Name()
+	if name == "evalsha" || name == "evalsha_ro" {
+		if args := cmd.Args(); len(args) > 1 {
+			if h, ok := args[1].(string); ok {
+				if n, ok := scriptByHash[h]; ok {
+					return n
+				}
+			}
+		}
+	}
+	return name
+}
+
+// scriptNames names every script for Observe; TestEveryScriptHasAName
+// keeps it in step with allScripts.
+var scriptNames = map[*redis.Script]string{
+	applyScript: "apply", registerScript: "register", evictScript: "evict", adoptScript: "adopt",
+	claimScript: "claim", unindexScript: "unindex", unpendScript: "unpend", pendScript: "pend",
+	devicesScript: "devices", sessionsScript: "sessions", usageScript: "usage", monthUsageScript: "month_usage",
+	unbindScript: "unbind", rotateScript: "rotate", addMemberScript: "add_member",
+}
+
+var scriptByHash = func() map[string]string {
+	m := make(map[string]string, len(scriptNames))
+	for sc, n := range scriptNames {
+		m[sc.Hash()] = n
+	}
+	return m
+}()
 
 // SetClock replaces the clock, for tests.
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
@@ -288,5 +405,5 @@ func isUnavailable(err error) bool {
 func (s *Store) Raw(ctx context.Context, args ...any) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	return wrap("raw", s.rdb.Do(ctx, args...).Err())
+	return wrap("raw", s.rdb.Do(withOp(ctx, "raw"), args...).Err())
 }
