@@ -206,7 +206,9 @@ func (h observeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		start := time.Now()
 		err := next(ctx, cmd)
-		h.fn(opOf(ctx, cmd), time.Since(start), callError(err))
+		if op := opOf(ctx, cmd); !connSetup[op] {
+			h.fn(op, time.Since(start), callError(err))
+		}
 		return err
 	}
 }
@@ -232,10 +234,16 @@ func (h observeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 				}
 			}
 		}
-		h.fn(op, time.Since(start), oerr)
+		if !connSetup[op] {
+			h.fn(op, time.Since(start), oerr)
+		}
 		return err
 	}
 }
+
+// connSetup are the commands go-redis sends itself when it opens a
+// connection (some fail on older servers, by design): not the store's calls.
+var connSetup = map[string]bool{"hello": true, "client": true, "auth": true, "select": true, "readonly": true}
 
 // observe reports a call made outside the hooked client (a cluster's
 // per-master calls).

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fleetd/fleetd/fleet"
@@ -182,8 +183,11 @@ func (s *Store) deleteTagged(ctx context.Context, pattern string) (int, error) {
 	var err error
 	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
 		// Masters are scanned one after the other: total is not shared.
+		var mu sync.Mutex
 		var masters []*redis.Client
 		err = cc.ForEachMaster(ctx, func(_ context.Context, c *redis.Client) error {
+			mu.Lock()
+			defer mu.Unlock()
 			masters = append(masters, c)
 			return nil
 		})
