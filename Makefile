@@ -25,6 +25,11 @@ vet:
 staticcheck:
 	$(STATICCHECK) $(PKGS)
 
+# rules checks the shipped alert rules and runs their unit tests.
+rules:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+
 unit:
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
 
