@@ -20,11 +20,11 @@ var dashboardPath = filepath.Join("..", "deploy", "grafana", "dashboards", "flee
 // dashboardPanel is the part of a Grafana panel the tests read. Rows may
 // hold panels of their own (collapsed rows do).
 type dashboardPanel struct {
-	ID         int              `json:"id"`
-	Type       string           `json:"type"`
-	Title      string           `json:"title"`
-	Datasource *dashboardDS     `json:"datasource"`
-	Panels     []dashboardPanel `json:"panels"`
+	ID          int              `json:"id"`
+	Type        string           `json:"type"`
+	Title       string           `json:"title"`
+	Datasource  *dashboardDS     `json:"datasource"`
+	Panels      []dashboardPanel `json:"panels"`
 	FieldConfig struct {
 		Defaults struct {
 			Unit string `json:"unit"`
