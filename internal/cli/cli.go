@@ -178,7 +178,7 @@ func (fs *FlagSet) usageError(msg string) error {
 // "flag provided but not defined: -frob", "flag needs an argument: -addr",
 // `invalid value "x" for flag -max-batch: parse error`,
 // `invalid boolean value "x" for -json: ...`.
-var flagErrRE = regexp.MustCompile(`^(flag provided but not defined|flag needs an argument|invalid value (".*") for flag|invalid boolean value (".*") for|invalid boolean flag) -?(-?[^\s:]+)(: (.*))?$`)
+var flagErrRE = regexp.MustCompile(`^(flag provided but not defined|flag needs an argument|invalid value (".*") for flag|invalid boolean value (".*") for|invalid boolean flag):? -?(-?[^\s:]+)(: (.*))?$`)
 
 // asTyped rewrites a message of the flag package so that it names the flag
 // as the user typed it.
