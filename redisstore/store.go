@@ -140,6 +140,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			ContextTimeoutEnabled: true,
 			MaxRetries:            1,
 			MaxRedirects:          8,
+			DialerRetries:         1,
 		})
 	} else {
 		opt, err := redis.ParseURL(cfg.URL)
@@ -152,6 +153,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		opt.PoolTimeout = cfg.Timeout
 		opt.ContextTimeoutEnabled = true
 		opt.MaxRetries = 1
+		// One dial per attempt: go-redis' default of 5 dials 100 ms apart
+		// turns a refused connection into a timeout of the whole call, and
+		// the cause ("connection refused") into "context deadline exceeded".
+		opt.DialerRetries = 1
 		if cfg.PoolSize > 0 {
 			opt.PoolSize = cfg.PoolSize
 		}

@@ -24,6 +24,7 @@ type readiness struct {
 	ping func(context.Context) error
 	log  *slog.Logger
 	now  func() time.Time
+	tls  bool // the Redis URL is rediss://: a timeout may be a plain server
 
 	ready atomic.Bool
 
@@ -45,8 +46,8 @@ const (
 	readinessRepeat   = time.Minute
 )
 
-func newReadiness(ping func(context.Context) error, log *slog.Logger) *readiness {
-	return &readiness{ping: ping, log: log, now: time.Now}
+func newReadiness(ping func(context.Context) error, log *slog.Logger, tls bool) *readiness {
+	return &readiness{ping: ping, log: log, now: time.Now, tls: tls}
 }
 
 // Ready reports what the last check found.
@@ -63,7 +64,7 @@ func (r *readiness) Check(ctx context.Context) error {
 	err := r.ping(ctx)
 	r.record(err)
 	if err != nil {
-		return fleet.Errorf(fleet.EUNAVAILABLE, "the state store is unreachable: %s", readinessCause(err))
+		return fleet.Errorf(fleet.EUNAVAILABLE, "the state store is unreachable: %s", r.cause(err))
 	}
 	return nil
 }
@@ -73,7 +74,7 @@ func (r *readiness) record(err error) {
 	r.ready.Store(ok)
 	cause := ""
 	if !ok {
-		cause = readinessCause(err)
+		cause = r.cause(err)
 	}
 	now := r.now()
 	r.mu.Lock()
@@ -102,8 +103,10 @@ func (r *readiness) record(err error) {
 	switch {
 	case ok && !r.logged:
 		r.log.Info("ready: Redis answers")
-	case ok:
+	case ok && differs:
 		r.log.Info("ready again: Redis answers", attrs...)
+	case ok:
+		r.log.Info("ready: Redis answers, after flapping", attrs...)
 	case differs:
 		r.log.Warn("NOT READY: Redis does not answer: "+cause, append(attrs, "err", err.Error())...)
 	default:
@@ -126,9 +129,9 @@ func (r *readiness) run(ctx context.Context) {
 	}
 }
 
-// readinessCause names why Redis did not answer, for an operator, without
+// cause names why Redis did not answer, for an operator, without
 // addresses or credentials.
-func readinessCause(err error) string {
+func (r *readiness) cause(err error) string {
 	msg := err.Error()
 	has := func(s ...string) bool {
 		for _, x := range s {
@@ -157,6 +160,8 @@ func readinessCause(err error) string {
 		return "no Redis master answers (failover in progress?)"
 	case has("EOF", "reset by peer", "broken pipe"):
 		return "the server closed the connection (a TLS-only server? use rediss://)"
+	case (errors.Is(err, context.DeadlineExceeded) || has("i/o timeout", "deadline exceeded")) && r.tls:
+		return "no answer within " + readinessTimeout.String() + ": with rediss://, a server without TLS never answers the TLS handshake (use redis://?); else a wrong port, a firewall, or Redis overloaded"
 	case errors.Is(err, context.DeadlineExceeded), has("i/o timeout", "deadline exceeded"):
 		return "no answer within " + readinessTimeout.String() + " (wrong port, a firewall, or Redis overloaded)"
 	case has("network is unreachable", "no route to host"):

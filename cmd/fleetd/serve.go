@@ -145,7 +145,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	defer store.Close()
 	// Say at once whether Redis answers, and why not.
-	ready := newReadiness(store.Ping, log)
+	ready := newReadiness(store.Ping, log, strings.HasPrefix(redisURL, "rediss://"))
 	ready.Check(ctx)
 	metrics.NewReady(reg, ready.Ready)
 
