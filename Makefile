@@ -3,9 +3,9 @@ GO        ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS      = ./...
 
-.PHONY: test deps fmt-check vet staticcheck unit cluster fuzz run build bench soak clean
+.PHONY: test deps fmt-check tidy vet staticcheck rules unit cluster fuzz run build bench soak clean
 
-test: deps fmt-check vet staticcheck unit cluster fuzz
+test: deps fmt-check tidy vet staticcheck rules unit cluster fuzz
 
 # deps installs the real servers the integration tests talk to, when missing.
 deps:
@@ -15,11 +15,20 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
+# tidy fails when go.mod or go.sum is not what `go mod tidy` would write.
+tidy:
+	$(GO) mod tidy -diff
+
 vet:
 	$(GO) vet $(PKGS)
 
 staticcheck:
 	$(STATICCHECK) $(PKGS)
+
+# rules checks the shipped alert rules and runs their unit tests.
+rules:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 unit:
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)

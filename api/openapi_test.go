@@ -74,6 +74,9 @@ func TestOpenAPIDocument(t *testing.T) {
 				t.Errorf("%s %s: x-api-key required = %v, want %v", method, path, keyed, want)
 			}
 			for code, ref := range op.Responses.Map() {
+				if method == "HEAD" && ref.Value != nil && len(ref.Value.Content) == 0 {
+					continue // a HEAD answer has no body to describe
+				}
 				if ref.Value == nil || len(ref.Value.Content) == 0 {
 					t.Errorf("%s %s %s: no content", method, path, code)
 					continue

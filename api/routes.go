@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/router"
+	"github.com/fleetd/fleetd/fleet"
 	"github.com/valyala/fasthttp"
 )
 
@@ -24,11 +25,17 @@ func (s *Server) router() *router.Router {
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
-	r.HandleOPTIONS = false
+	// OPTIONS on a known path answers 204 with Allow (RFC 9110), without
+	// authentication: it reveals only the methods.
+	r.HandleOPTIONS = true
+	r.GlobalOPTIONS = func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }
 
 	r.POST("/backend/webhook", s.webhook)
+	// HEAD answers like GET without a body (fasthttp skips it for HEAD).
 	r.GET("/healthz", s.healthz)
+	r.HEAD("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
+	r.HEAD("/readyz", s.readyz)
 	if s.cfg.Metrics != nil {
 		r.GET("/metrics", s.cfg.Metrics)
 	}
@@ -62,7 +69,9 @@ func (s *Server) healthz(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString(`{"status":"ok"}`)
 }
 
-// readyz answers 200 when the store answers within its timeout, else 503.
+// readyz answers 200 when the store answers within its timeout, else 503
+// with Ready's message when it is a fleet error (the cause, without
+// addresses), else a fixed one.
 func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 	if s.draining.Load() {
 		ctx.SetConnectionClose()
@@ -73,7 +82,11 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 		c, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		if err := s.cfg.Ready(c); err != nil {
-			writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the state store is unreachable")
+			msg := "the state store is unreachable"
+			if fleet.ErrorCode(err) == fleet.EUNAVAILABLE {
+				msg = fleet.ErrorMessage(err)
+			}
+			writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", msg)
 			return
 		}
 	}

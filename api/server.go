@@ -69,6 +69,7 @@ type Server struct {
 	reads    readGroup     // identical reads share one store call
 	secrets  [][]byte      // shared x-webhook-secret values
 	signing  [][]byte      // Standard Webhooks signing keys
+	refusals refusalLog    // webhook 503s and 429s, logged rate-limited
 }
 
 // CheckConfig reports a configuration that New would refuse: a malformed

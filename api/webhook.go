@@ -59,14 +59,15 @@ func (s *Server) serveWebhook(ctx *fasthttp.RequestCtx) int {
 	err = s.cfg.Ingest.Submit(cctx, events, results)
 	cancel()
 	if err != nil {
-		s.log.Debug("webhook not committed", "err", err)
 		if fleet.ErrorCode(err) == fleet.EINTERNAL {
 			// A store fault that is not a plain outage: still a fault,
 			// not the client's; ask for a retry.
 			s.log.Error("webhook commit failed", "err", err)
 			return writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the events could not be committed, retry later")
 		}
-		return s.writeError(ctx, err)
+		code := s.writeError(ctx, err)
+		s.refusals.warn(s.log, code, err)
+		return code
 	}
 	var counts [fleet.NumResults]int
 	w := s.cfg.Webhook

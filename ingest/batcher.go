@@ -34,6 +34,9 @@ type Config struct {
 	CommitTimeout time.Duration
 	// Observe, if set, is told the size of every commit.
 	Observe func(events int)
+	// ObserveCommit, if set, is told how long every commit to the store
+	// took and how it ended (nil, or its error).
+	ObserveCommit func(events int, d time.Duration, err error)
 }
 
 // job is one request's events waiting for their commit.
@@ -221,7 +224,11 @@ func isolable(err error) bool {
 func (b *Batcher) apply(events []fleet.Event, results []fleet.Result) error {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.CommitTimeout)
 	defer cancel()
+	start := time.Now()
 	err := b.ing.Apply(ctx, events, results)
+	if b.cfg.ObserveCommit != nil {
+		b.cfg.ObserveCommit(len(events), time.Since(start), err)
+	}
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && fleet.ErrorCode(err) == fleet.EINTERNAL {
 		return ErrTimeout
 	}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fleetd/fleetd/internal/cli"
 )
 
 const testSecret = "s3cret-for-tests"
@@ -90,6 +93,18 @@ func TestMainCleanClosedLoopPasses(t *testing.T) {
 	}
 	if res["passed"] != true || res["verification"].(map[string]any)["passed"] != true {
 		t.Errorf("JSON result not passed: %v", res["verification"])
+	}
+	raw := string(must(os.ReadFile(jsonPath)))
+	if strings.Contains(raw, "null") || !strings.Contains(raw, `"differences": []`) || !strings.Contains(raw, `"errors": []`) {
+		t.Errorf("empty lists of the JSON result must be [], not null or absent:\n%s", raw)
+	}
+	for _, want := range []string{`class="percentiles"`, `ms (log)`, `>99.9%<`} {
+		if !strings.Contains(string(must(os.ReadFile(htmlPath))), want) {
+			t.Errorf("HTML percentile chart lacks %s", want)
+		}
+	}
+	if n := strings.Count(string(must(os.ReadFile(htmlPath))), `class="ptlab"`); n != len(res["latency_percentiles"].([]any)) {
+		t.Errorf("percentile chart labels %d points, want all %d", n, len(res["latency_percentiles"].([]any)))
 	}
 	page, err := os.ReadFile(htmlPath)
 	if err != nil {
@@ -181,20 +196,61 @@ func TestMainCatchesDoubleCountedMinutes(t *testing.T) {
 	}
 }
 
-func TestMainWithoutKeysSkipsRESTLoudly(t *testing.T) {
+// TestMainWithoutKeysFailsUnlessMetricsOnly: a run that could not check
+// the REST API says so in its result line and fails, unless
+// --verify=metrics asked for /metrics only.
+func TestMainWithoutKeysFailsUnlessMetricsOnly(t *testing.T) {
 	fake := newFakeFleetd(testSecret)
 	srv := fake.start(t)
-	stdout, stderr, err := runMain(t, []string{
-		"--target", srv.URL, "--devices", "10", "--workspaces", "2", "--events", "100", "--progress", "off",
-	}, Options{})
-	if err != nil {
-		t.Fatalf("Main: %v\n%s\n%s", err, stdout, stderr)
+	args := []string{"--target", srv.URL, "--devices", "10", "--workspaces", "2", "--events", "100", "--progress", "off"}
+	jsonPath := filepath.Join(t.TempDir(), "r.json")
+	stdout, stderr, err := runMain(t, append(args, "--json", jsonPath), Options{MintKey: func(context.Context, string) (string, error) { return "", ErrNoStore }})
+	if err == nil || !strings.Contains(err.Error(), "REST API of 2 of 2 workspaces was not checked") {
+		t.Fatalf("err = %v, want the unchecked REST API to fail the run\n%s\n%s", err, stdout, stderr)
 	}
 	if !strings.Contains(stderr, "REST API verification SKIPPED") {
 		t.Errorf("stderr lacks the loud skip message:\n%s", stderr)
 	}
-	if !strings.Contains(stdout, "verify: PASS") {
-		t.Errorf("metrics verification should still pass:\n%s", stdout)
+	if !strings.Contains(stdout, "verify: FAIL: the REST API of 2 of 2 workspaces was NOT checked") {
+		t.Errorf("the result line does not say the REST API was not checked:\n%s", stdout)
+	}
+	res := readResult(t, jsonPath)
+	if res["passed"] != false || num(t, res, "verification", "rest_workspaces_skipped") != 2 {
+		t.Errorf("JSON result: passed %v, verification %v", res["passed"], res["verification"])
+	}
+
+	stdout, stderr, err = runMain(t, append(args, "--verify=metrics"), Options{})
+	if err != nil {
+		t.Fatalf("--verify=metrics: %v\n%s\n%s", err, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "verify: PASS (metrics only, --verify=metrics; the REST API was not checked)") {
+		t.Errorf("--verify=metrics result line:\n%s", stdout)
+	}
+}
+
+// TestMainCleanupDeletesTheRunsWorkspaces: --cleanup hands every workspace
+// of the run to Options.Cleanup after verification, and fails the run
+// when there is no store to clean.
+func TestMainCleanupDeletesTheRunsWorkspaces(t *testing.T) {
+	fake := newFakeFleetd(testSecret)
+	srv := fake.start(t)
+	var deleted []string
+	args := []string{"--target", srv.URL, "--run-id", "clean", "--devices", "9", "--workspaces", "3", "--events", "60", "--progress", "off", "--cleanup"}
+	stdout, stderr, err := runMain(t, args, Options{MintKey: fake.mintKey, Cleanup: func(_ context.Context, wss []string) error {
+		deleted = append(deleted, wss...)
+		return nil
+	}})
+	if err != nil {
+		t.Fatalf("Main: %v\n%s\n%s", err, stdout, stderr)
+	}
+	if want := []string{"lt-clean-0", "lt-clean-1", "lt-clean-2"}; strings.Join(deleted, ",") != strings.Join(want, ",") {
+		t.Errorf("cleanup deleted %v, want %v", deleted, want)
+	}
+	if !strings.Contains(stdout, "cleanup: deleted the 3 workspaces of run clean") || !strings.Contains(stdout, "verify: PASS") {
+		t.Errorf("summary:\n%s", stdout)
+	}
+	if _, _, err := runMain(t, append(args[:len(args)-1:len(args)-1], "--run-id", "clean2", "--cleanup"), Options{MintKey: fake.mintKey}); err == nil || !strings.Contains(err.Error(), "--cleanup") {
+		t.Errorf("--cleanup without a store: err = %v", err)
 	}
 }
 
@@ -202,7 +258,7 @@ func TestMainWrongSecretFails(t *testing.T) {
 	fake := newFakeFleetd(testSecret)
 	srv := fake.start(t)
 	_, _, err := runMain(t, []string{
-		"--target", srv.URL, "--secret", "wrong", "--devices", "10", "--workspaces", "2", "--events", "50", "--progress", "off",
+		"--target", srv.URL, "--webhook-secret", "wrong", "--devices", "10", "--workspaces", "2", "--events", "50", "--progress", "off",
 	}, Options{})
 	if err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("err = %v, want the 401 explained", err)
@@ -244,15 +300,19 @@ func TestMainBaselineRPSComparison(t *testing.T) {
 }
 
 func TestMainHelp(t *testing.T) {
-	stdout, _, err := runMain(t, []string{"--help"}, Options{})
-	if err != nil {
-		t.Fatalf("--help: %v", err)
+	stdout, stderr, err := runMain(t, []string{"--help"}, Options{})
+	if !errors.Is(err, cli.ErrHelp) || stderr != "" {
+		t.Fatalf("--help: %v, stderr %q", err, stderr)
 	}
-	for _, flag := range []string{"-target", "-secret", "-devices", "-workspaces", "-run-id", "-connections", "-rate", "-duration",
-		"-events", "-batch", "-duplicates", "-reorder", "-verify", "-api-key", "-json", "-html", "-baseline", "-baseline-rps", "-drop-every", "-progress"} {
-		if !strings.Contains(stdout, "  "+flag+" ") && !strings.Contains(stdout, "  "+flag+"\n") {
-			t.Errorf("help lacks %s", flag)
+	for _, flag := range []string{"target", "devices", "workspaces", "run-id", "connections", "rate", "duration",
+		"events", "batch", "duplicates", "reorder", "verify", "cleanup", "api-key", "json", "html", "baseline", "baseline-rps", "drop-every", "progress"} {
+		env := "FLEETD_LOADTEST_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+		if !strings.Contains(stdout, "  --"+flag+"  (env "+env+",") {
+			t.Errorf("help lacks --%s with %s", flag, env)
 		}
+	}
+	if !strings.Contains(stdout, "  --webhook-secret  (env FLEETD_WEBHOOK_SECRET,") {
+		t.Errorf("help lacks --webhook-secret with FLEETD_WEBHOOK_SECRET:\n%s", stdout)
 	}
 }
 
@@ -271,8 +331,10 @@ func TestParseFlagsRejects(t *testing.T) {
 	for name, args := range tests {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
-			if _, err := parseFlags(args, nil, &out); err == nil {
-				t.Errorf("parseFlags(%q) accepted", args)
+			_, err := parseFlags(args, nil, &out, nil)
+			var ue *cli.UsageError
+			if !errors.As(err, &ue) || strings.Contains(ue.Error(), "\n") {
+				t.Errorf("parseFlags(%q) = %v, want a one-line usage error", args, err)
 			}
 		})
 	}

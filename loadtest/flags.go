@@ -3,12 +3,13 @@ package loadtest
 import (
 	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"strings"
 	"time"
+
+	"github.com/fleetd/fleetd/internal/cli"
 )
 
 // config is the parsed command line.
@@ -27,7 +28,8 @@ type config struct {
 	Reorder     float64       `json:"reorder"`
 	Timeout     time.Duration `json:"-"`
 	Retries     int           `json:"retries"`
-	Verify      bool          `json:"verify"`
+	Verify      string        `json:"verify"`
+	Cleanup     bool          `json:"cleanup"`
 	JSONPath    string        `json:"-"`
 	HTMLPath    string        `json:"-"`
 	Baseline    bool          `json:"baseline"`
@@ -43,9 +45,41 @@ type config struct {
 	apiKeys map[string]string // workspace → key; never printed or written
 }
 
-const usageHeader = `Usage: fleetd loadtest [flags]
+// Verification modes of --verify.
+const (
+	VerifyFull    = "full"    // /metrics and the REST API of every workspace
+	VerifyMetrics = "metrics" // /metrics only
+	VerifyOff     = "off"     // no verification
+)
 
-Simulates a fleet against a running fleetd: N devices over W workspaces are
+// verifyFlag is --verify: a mode, or a bare --verify (full), or the
+// booleans of earlier versions (--verify=false is off).
+type verifyFlag struct{ mode *string }
+
+func (v verifyFlag) String() string {
+	if v.mode == nil {
+		return ""
+	}
+	return *v.mode
+}
+
+func (v verifyFlag) Set(s string) error {
+	switch s {
+	case VerifyFull, "true":
+		*v.mode = VerifyFull
+	case VerifyMetrics:
+		*v.mode = VerifyMetrics
+	case VerifyOff, "false":
+		*v.mode = VerifyOff
+	default:
+		return errors.New("want full, metrics or off")
+	}
+	return nil
+}
+
+func (v verifyFlag) IsBoolFlag() bool { return true }
+
+const usageAbout = `Simulates a fleet against a running fleetd: N devices over W workspaces are
 registered (setup phase, not timed), then the timed phase sends online/offline
 flaps and remote sessions to POST <target>/backend/webhook, with optional
 redeliveries (same id) and out-of-order online changes. It prints events/s and
@@ -60,32 +94,35 @@ so a stalling server cannot hide the requests it delayed).
 
 Every run uses fresh ids (workspaces lt-<run-id>-<i>, devices lt-<run-id>-d<i>),
 so runs never collide; reusing --run-id against the same fleetd adds to the
-old run's state and verification will report differences.
+old run's state and verification will report differences. --cleanup removes
+the run's workspaces (devices, sessions, API keys) from Redis at the end, so
+they do not stay in every scrape and dashboard.
 
-Flags (one or two dashes):
-`
+Verification (--verify=MODE): full (the default) checks /metrics and the REST
+API of every workspace, and fails when the REST API could not be checked (no
+API key: give the Redis flags so keys can be minted, or --api-key); metrics
+checks /metrics only; off checks nothing.`
 
-const usageFooter = `
-Examples:
-  fleetd loadtest --secret "$SECRET" --duration 30s
+const usageFooter = `Examples:
+  fleetd loadtest --webhook-secret "$SECRET" --redis-url redis://127.0.0.1:6379 --duration 30s --cleanup
   fleetd loadtest --rate 20000 --batch 50 --duration 1m --json out.json --html out.html
-  fleetd loadtest --baseline --duration 10s      # bare-HTTP ceiling of this machine
-`
+  fleetd loadtest --baseline --duration 10s      # bare-HTTP ceiling of this machine`
 
-// parseFlags parses args. Help and parse errors are written to out; a help
-// request returns flag.ErrHelp.
-func parseFlags(args []string, env func(string) string, out io.Writer) (*config, error) {
-	cfg := &config{}
-	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageHeader)
-		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), usageFooter)
-	}
+// parseFlags parses args with the flags of fleetd's other commands: env
+// twins FLEETD_LOADTEST_<FLAG>, except --webhook-secret, which is serve's
+// FLEETD_WEBHOOK_SECRET. register, when set, adds the flags of the command
+// that wires the load test (its Redis flags). --help prints the usage on
+// help and returns cli.ErrHelp; a bad flag is a *cli.UsageError.
+func parseFlags(args []string, env func(string) string, help io.Writer, register func(*cli.FlagSet)) (*config, error) {
+	cfg := &config{Verify: VerifyFull}
+	fs := cli.New("fleetd loadtest", "FLEETD_LOADTEST_", help)
+	fs.Synopsis = "fleetd loadtest [flags]"
+	fs.About = usageAbout
+	fs.Footer = usageFooter
 	var apiKeys, secret string
 	fs.StringVar(&cfg.Target, "target", "http://127.0.0.1:8080", "base URL of the fleetd to load (loopback is the expectation)")
-	fs.StringVar(&secret, "secret", "", "webhook shared secret sent as x-webhook-secret (default: $FLEETD_WEBHOOK_SECRET, first non-whsec_ entry of its comma list)")
+	fs.StringVar(&secret, "webhook-secret", "", "the webhook secret list of the fleetd under load, as for serve; its first shared (non-whsec_) entry is sent as x-webhook-secret")
+	fs.Shared("webhook-secret")
 	fs.IntVar(&cfg.Devices, "devices", 2000, "number of simulated devices")
 	fs.IntVar(&cfg.Workspaces, "workspaces", 20, "number of workspaces the devices are spread over (round robin; at most --devices)")
 	fs.StringVar(&cfg.RunID, "run-id", "", "run id in every workspace/device/session/delivery id, [A-Za-z0-9] 1-32 chars (default: 6 random characters)")
@@ -99,7 +136,8 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (*config,
 	fs.Float64Var(&cfg.Reorder, "reorder", 0.05, "chance that an online change is held back and sent after a newer one of the same device (the server must count it stale)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "timeout of one HTTP request")
 	fs.IntVar(&cfg.Retries, "retries", 20, "retries of a request that got no answer, a 5xx or a 429 (429/503 wait their Retry-After, clamped to 50ms..1s); a request still unacknowledged after them fails the run")
-	fs.BoolVar(&cfg.Verify, "verify", true, "after the load, compare fleetd's /metrics and REST API with the state the acknowledged events imply (--verify=false to skip)")
+	fs.Var(verifyFlag{&cfg.Verify}, "verify", "after the load, compare fleetd's state with what the acknowledged events imply: --verify=full (/metrics and the REST API; fails if the REST API could not be checked), --verify=metrics (/metrics only) or --verify=off")
+	fs.BoolVar(&cfg.Cleanup, "cleanup", false, "at the end, delete the run's workspaces (lt-<run-id>-*) with their devices, sessions and API keys from Redis (needs the Redis flags)")
 	fs.StringVar(&apiKeys, "api-key", "", "REST API keys for verification as ws=key,ws=key (needed when the command cannot mint keys itself; without keys the REST checks are skipped, /metrics is still checked)")
 	fs.StringVar(&cfg.JSONPath, "json", "", "write the whole result (config, summary, percentiles, per-second timeline, statuses, verification) as JSON to this file")
 	fs.StringVar(&cfg.HTMLPath, "html", "", "write a self-contained HTML report (inline SVG charts, opens offline) to this file")
@@ -107,24 +145,23 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (*config,
 	fs.Float64Var(&cfg.BaselineRPS, "baseline-rps", 0, "requests/s of an earlier --baseline run; the summary then says how many times the bare HTTP rate this run reached")
 	fs.IntVar(&cfg.DropEvery, "drop-every", 0, "TEST HOOK: pretend to send every Nth event without sending it, still counting it as acknowledged, so verification must fail (proves the verifier catches loss)")
 	fs.StringVar(&cfg.Progress, "progress", "auto", "live progress on stderr: auto (rewritten line on a terminal, a line every 2s otherwise), tty, plain or off")
-	if err := fs.Parse(args); err != nil {
+	if register != nil {
+		register(fs)
+	}
+	if err := fs.Parse(args, env); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(out, "loadtest: unexpected arguments: %q\n", fs.Args())
-		return nil, fmt.Errorf("loadtest: unexpected arguments %q", fs.Args())
+		return nil, fs.Usagef("unexpected argument %q", fs.Arg(0))
 	}
-	if secret == "" && env != nil {
-		secret = secretFromEnv(env("FLEETD_WEBHOOK_SECRET"))
-	}
-	cfg.secret = secret
+	cfg.secret = secretFromEnv(secret)
 	keys, err := parseAPIKeys(apiKeys)
 	if err != nil {
-		return nil, err
+		return nil, fs.Usagef("%v", err)
 	}
 	cfg.apiKeys = keys
 	if err := cfg.validate(); err != nil {
-		return nil, err
+		return nil, fs.Usagef("%v", err)
 	}
 	if cfg.RunID == "" {
 		cfg.RunID = randomRunID()
@@ -137,7 +174,7 @@ func parseFlags(args []string, env func(string) string, out io.Writer) (*config,
 }
 
 // secretFromEnv picks the shared secret out of fleetd's comma-separated
-// FLEETD_WEBHOOK_SECRET: the first entry that is not a whsec_ signing key.
+// secret list: the first entry that is not a whsec_ signing key.
 func secretFromEnv(v string) string {
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" && !strings.HasPrefix(s, "whsec_") {
@@ -156,7 +193,7 @@ func parseAPIKeys(s string) (map[string]string, error) {
 		}
 		ws, key, ok := strings.Cut(kv, "=")
 		if !ok || ws == "" || key == "" {
-			return nil, errors.New("loadtest: --api-key wants ws=key,ws=key")
+			return nil, errors.New("--api-key wants ws=key,ws=key")
 		}
 		keys[ws] = key
 	}
@@ -208,7 +245,7 @@ func (c *config) validate() error {
 		bad("--progress must be auto, tty, plain or off")
 	}
 	if len(errs) > 0 {
-		return errors.New("loadtest: " + strings.Join(errs, "; "))
+		return errors.New(strings.Join(errs, "; "))
 	}
 	return nil
 }

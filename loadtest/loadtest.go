@@ -20,24 +20,35 @@
 package loadtest
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/fleetd/fleetd/internal/cli"
 )
 
 // Options are what the fleetd command wires into a load test.
 type Options struct {
-	// MintKey returns a read-only-or-not API key for workspace ws; the cmd wires it to the
-	// Redis store so the verifier can call the REST API of each simulated workspace. Nil → the
-	// --api-key flag must provide keys (format ws=key,ws=key) or verification of the REST API is skipped with a loud message (metrics verification still runs).
+	// RegisterFlags, when set, adds the wiring command's flags (fleetd's
+	// Redis flags) to the load test's, before they are parsed; MintKey and
+	// Cleanup read them.
+	RegisterFlags func(fs *cli.FlagSet)
+	// MintKey returns an API key for workspace ws; the cmd wires it to the
+	// Redis store so the verifier can call the REST API of each simulated
+	// workspace. It returns ErrNoStore when it cannot (no Redis
+	// configured): then the --api-key flag must provide keys (ws=key,...),
+	// or --verify=full fails for the workspaces it could not check.
 	MintKey func(ctx context.Context, workspace string) (string, error)
+	// Cleanup deletes the given workspaces from the store (--cleanup).
+	Cleanup func(ctx context.Context, workspaces []string) error
 }
+
+// ErrNoStore is what MintKey and Cleanup return when no store is configured.
+var ErrNoStore = errors.New("no Redis configured (--redis-url or --redis-cluster)")
 
 // Prefill: how many events are encoded before the timed phase starts. A
 // run bounded by --events (or --rate × --duration) is encoded whole up to
@@ -54,16 +65,10 @@ const (
 // It prints progress to stderr and the summary to stdout, and returns a
 // non-nil error when the run cannot proceed, an event could not be
 // delivered, or verification found a difference. --help prints the usage to
-// stdout and returns nil.
+// stdout and returns cli.ErrHelp; a bad flag is a *cli.UsageError.
 func Main(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer, opts Options) error {
-	var usage bytes.Buffer
-	cfg, err := parseFlags(args, env, &usage)
-	if errors.Is(err, flag.ErrHelp) {
-		_, err := stdout.Write(usage.Bytes())
-		return err
-	}
+	cfg, err := parseFlags(args, env, stdout, opts.RegisterFlags)
 	if err != nil {
-		_, _ = stderr.Write(usage.Bytes())
 		return err
 	}
 	return execute(ctx, cfg, opts, stdout, stderr)
@@ -167,8 +172,8 @@ func execute(ctx context.Context, cfg *config, opts Options, stdout, stderr io.W
 	}
 
 	switch {
-	case !cfg.Verify:
-		res.Verification = &verification{SkippedReason: "--verify=false"}
+	case cfg.Verify == VerifyOff:
+		res.Verification = &verification{SkippedReason: "--verify=off"}
 	case cfg.Baseline:
 		res.Verification = &verification{SkippedReason: "--baseline: the bare server keeps no state"}
 	case !completed || ctx.Err() != nil:
@@ -182,6 +187,7 @@ func execute(ctx context.Context, cfg *config, opts Options, stdout, stderr io.W
 			fl:         fl,
 			keyFor:     keySource(cfg.apiKeys, opts.MintKey),
 			checkUsage: sameMonth(started, time.Now()),
+			restWanted: cfg.Verify == VerifyFull,
 		}
 		facts := countFacts{dropEvery: cfg.DropEvery}
 		for _, ph := range []*phaseSummary{res.Setup, res.Load} {
@@ -191,8 +197,16 @@ func execute(ctx context.Context, cfg *config, opts Options, stdout, stderr io.W
 		}
 		verify(ctx, vf, expect(p), facts, v, stderr)
 		vf.client.CloseIdleConnections()
-		if !v.Passed {
+		switch {
+		case len(v.Differences) > 0:
 			errs = append(errs, fmt.Sprintf("verification failed: %d differences", len(v.Differences)))
+		case v.RESTSkipped > 0:
+			errs = append(errs, fmt.Sprintf("verification incomplete: the REST API of %d of %d workspaces was not checked (no API key)", v.RESTSkipped, v.Workspaces))
+		}
+	}
+	if cfg.Cleanup && !cfg.Baseline {
+		if err := cleanup(ctx, fl, opts.Cleanup, stdout); err != nil {
+			errs = append(errs, err.Error())
 		}
 	}
 	res.Errors = errs
@@ -243,11 +257,34 @@ func keySource(keys map[string]string, mint func(context.Context, string) (strin
 			return "", false, nil
 		}
 		k, err := mint(ctx, ws)
+		if errors.Is(err, ErrNoStore) {
+			return "", false, nil
+		}
 		if err != nil {
 			return "", false, fmt.Errorf("mint key: %w", err)
 		}
 		return k, true, nil
 	}
+}
+
+// cleanup deletes the run's workspaces through del (--cleanup). It runs
+// after verification, since verification reads them.
+func cleanup(ctx context.Context, fl *fleet, del func(context.Context, []string) error, stdout io.Writer) error {
+	if del == nil {
+		return errors.New("--cleanup: " + ErrNoStore.Error())
+	}
+	wss := make([]string, fl.workspaces)
+	for w := range wss {
+		wss[w] = fl.workspaceID(w)
+	}
+	// A cancelled run still cleans up, within a bound of its own.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if err := del(cctx, wss); err != nil {
+		return fmt.Errorf("--cleanup: %w", err)
+	}
+	fmt.Fprintf(stdout, "cleanup: deleted the %d workspaces of run %s (%s .. %s)\n", len(wss), fl.runID, wss[0], wss[len(wss)-1])
+	return nil
 }
 
 func sameMonth(a, b time.Time) bool {

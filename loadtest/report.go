@@ -23,11 +23,41 @@ type result struct {
 	Mode         string            `json:"mode"`
 	Setup        *phaseSummary     `json:"setup"`
 	Load         *phaseSummary     `json:"load,omitempty"`
-	Percentiles  []percentilePoint `json:"latency_percentiles,omitempty"`
+	Percentiles  []percentilePoint `json:"latency_percentiles"`
 	VsBaseline   float64           `json:"vs_baseline,omitempty"`
 	Verification *verification     `json:"verification"`
 	Errors       []string          `json:"errors"`
 	Passed       bool              `json:"passed"`
+}
+
+// withEmptyLists returns res with every nil list of the JSON result made
+// empty, so that readers get [] rather than null.
+func (res *result) withEmptyLists() *result {
+	r := *res
+	if r.Percentiles == nil {
+		r.Percentiles = []percentilePoint{}
+	}
+	if r.Errors == nil {
+		r.Errors = []string{}
+	}
+	for _, p := range []**phaseSummary{&r.Setup, &r.Load} {
+		if *p != nil && (*p).Timeline == nil {
+			c := **p
+			c.Timeline = []timelinePoint{}
+			*p = &c
+		}
+	}
+	if v := r.Verification; v != nil {
+		c := *v
+		if c.Differences == nil {
+			c.Differences = []difference{}
+		}
+		if c.Notes == nil {
+			c.Notes = []string{}
+		}
+		r.Verification = &c
+	}
+	return &r
 }
 
 // latencySummary is a phase's request latency: for a closed loop from the
@@ -193,13 +223,15 @@ func writeSummary(w io.Writer, cfg *config, res *result) {
 	case v == nil:
 	case !v.Ran:
 		fmt.Fprintf(w, "verify: skipped (%s)\n", v.SkippedReason)
+	case v.Passed && v.Mode == VerifyMetrics:
+		fmt.Fprintf(w, "verify: PASS (metrics only, --verify=metrics; the REST API was not checked): %d workspaces match on /metrics (devices %d, online %d, live sessions %d, ended sessions %d, session seconds %d)\n",
+			v.Workspaces, v.Expected.Devices, v.Expected.Online, v.Expected.LiveSessions, v.Expected.EndedSessions, v.Expected.SessionSeconds)
 	case v.Passed:
-		rest := "the REST API was not checked"
-		if v.RESTWorkspaces > 0 {
-			rest = fmt.Sprintf("the REST API of %d", v.RESTWorkspaces)
-		}
-		fmt.Fprintf(w, "verify: PASS: %d workspaces match on /metrics and %s (devices %d, online %d, live sessions %d, ended sessions %d, session seconds %d)\n",
-			v.Workspaces, rest, v.Expected.Devices, v.Expected.Online, v.Expected.LiveSessions, v.Expected.EndedSessions, v.Expected.SessionSeconds)
+		fmt.Fprintf(w, "verify: PASS: %d workspaces match on /metrics and the REST API of %d (devices %d, online %d, live sessions %d, ended sessions %d, session seconds %d)\n",
+			v.Workspaces, v.RESTWorkspaces, v.Expected.Devices, v.Expected.Online, v.Expected.LiveSessions, v.Expected.EndedSessions, v.Expected.SessionSeconds)
+	case len(v.Differences) == 0 && v.RESTSkipped > 0:
+		fmt.Fprintf(w, "verify: FAIL: the REST API of %d of %d workspaces was NOT checked (no API key: give --redis-url/--redis-cluster so keys can be minted, or --api-key; --verify=metrics to check /metrics only); /metrics and the REST API of %d workspaces match\n",
+			v.RESTSkipped, v.Workspaces, v.RESTWorkspaces)
 	default:
 		fmt.Fprintf(w, "verify: FAIL: %d differences (expected totals: devices %d, online %d, live sessions %d, ended sessions %d, session seconds %d)\n",
 			len(v.Differences), v.Expected.Devices, v.Expected.Online, v.Expected.LiveSessions, v.Expected.EndedSessions, v.Expected.SessionSeconds)
@@ -222,7 +254,7 @@ func writeSummary(w io.Writer, cfg *config, res *result) {
 }
 
 func writeJSON(path string, res *result) error {
-	b, err := json.MarshalIndent(res, "", "  ")
+	b, err := json.MarshalIndent(res.withEmptyLists(), "", "  ")
 	if err != nil {
 		return fmt.Errorf("--json: %w", err)
 	}
@@ -348,7 +380,7 @@ func svgChart(title, xLabel, yLabel string, series []chartSeries, xTicks []chart
 const svgStyle = `<style>text{font-family:system-ui,-apple-system,"Segoe UI",sans-serif}` +
 	`.title{font-weight:600;font-size:13px;fill:#1d2330}.grid{stroke:#e5e9f0}.axis,.tick{stroke:#8a94a6}` +
 	`.ylab{font-size:11px;fill:#5a6475;text-anchor:end}.xlab{font-size:11px;fill:#5a6475;text-anchor:middle}` +
-	`.legend{font-size:12px;fill:#1d2330}</style>`
+	`.legend{font-size:12px;fill:#1d2330}.minor{stroke:#f1f3f7}.ptlab{font-size:10px;fill:#1d2330;text-anchor:middle}</style>`
 
 func roundTo(v, step float64) float64 {
 	digits := max(0, -math.Floor(math.Log10(step)))
@@ -445,17 +477,7 @@ func writeHTML(path string, res *result) error {
 			svgChart("Latency per second", "seconds", "ms", []chartSeries{p50, p99}, nil))
 	}
 	if len(res.Percentiles) > 0 {
-		curve := chartSeries{Name: "latency", Color: "#7b4fd1"}
-		var ticks []chartTick
-		for _, p := range res.Percentiles {
-			xv := percentileX(p.Percentile)
-			curve.Pts = append(curve.Pts, [2]float64{xv, p.Ms})
-		}
-		for _, p := range []float64{50, 90, 99, 99.9, 99.99} {
-			ticks = append(ticks, chartTick{V: percentileX(p), Label: strconv.FormatFloat(p, 'f', -1, 64) + "%"})
-		}
-		ticks = append(ticks, chartTick{V: percentileX(100), Label: "max"})
-		data.Charts = append(data.Charts, svgChart("Latency by percentile", "percentile", "ms", []chartSeries{curve}, ticks))
+		data.Charts = append(data.Charts, percentileChart(res.Percentiles))
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -469,6 +491,89 @@ func writeHTML(path string, res *result) error {
 		return fmt.Errorf("--html: %w", err)
 	}
 	return nil
+}
+
+// percentileChart draws latency by percentile on log axes: x is
+// -log10(1 - q) (50 %, 90 %, 99 %, 99.9 %, ... evenly spaced), y is log10 of
+// the latency in ms with a tick per decade, because tail latencies span
+// orders of magnitude. Every point is labelled with its value.
+func percentileChart(points []percentilePoint) template.HTML {
+	const (
+		width, height          = 760.0, 300.0
+		left, right, top, bott = 70.0, 36.0, 34.0, 44.0
+		title                  = "Latency by percentile (log scales)"
+	)
+	pw, ph := width-left-right, height-top-bott
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, p := range points {
+		v := math.Max(p.Ms, 0.001)
+		lo, hi = math.Min(lo, v), math.Max(hi, v)
+	}
+	dlo, dhi := math.Floor(math.Log10(lo)), math.Ceil(math.Log10(hi))
+	if dhi <= dlo {
+		dhi = dlo + 1
+	}
+	const xmax = 5.0 // percentileX(100)
+	x := func(v float64) float64 { return left + v/xmax*pw }
+	y := func(ms float64) float64 {
+		return top + ph - (math.Log10(math.Max(ms, 0.001))-dlo)/(dhi-dlo)*ph
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %.0f %.0f" role="img" aria-label="%s" class="percentiles">`, width, height, title)
+	b.WriteString(svgStyle)
+	fmt.Fprintf(&b, `<text x="%.0f" y="18" class="title">%s</text>`, left, title)
+	for d := dlo; d <= dhi; d++ {
+		v := math.Pow(10, d)
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" class="grid"/>`, left, left+pw, y(v), y(v))
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="ylab">%s</text>`, left-6, y(v)+4, fmtNum(roundTo(v, v)))
+		if d < dhi {
+			for _, m := range []float64{2, 5} {
+				fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" class="grid minor"/>`, left, left+pw, y(m*v), y(m*v))
+			}
+		}
+	}
+	ticks := []chartTick{}
+	for _, p := range []float64{50, 90, 99, 99.9, 99.99} {
+		ticks = append(ticks, chartTick{V: percentileX(p), Label: strconv.FormatFloat(p, 'f', -1, 64) + "%"})
+	}
+	ticks = append(ticks, chartTick{V: percentileX(100), Label: "max"})
+	for _, t := range ticks {
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" class="tick"/>`, x(t.V), x(t.V), top+ph, top+ph+4)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="xlab">%s</text>`, x(t.V), top+ph+16, t.Label)
+	}
+	fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" class="axis"/>`, left, left+pw, top+ph, top+ph)
+	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="xlab">percentile</text>`, left+pw/2, height-6)
+	fmt.Fprintf(&b, `<text x="14" y="%.1f" class="xlab" transform="rotate(-90 14 %.1f)">ms (log)</text>`, top+ph/2, top+ph/2)
+	const color = "#7b4fd1"
+	pts := make([]string, len(points))
+	for i, p := range points {
+		pts[i] = fmt.Sprintf("%.1f,%.1f", x(percentileX(p.Percentile)), y(p.Ms))
+	}
+	fmt.Fprintf(&b, `<polyline points="%s" fill="none" stroke="%s" stroke-width="2"/>`, strings.Join(pts, " "), color)
+	for i, p := range points {
+		px, py := x(percentileX(p.Percentile)), y(p.Ms)
+		// Labels alternate above and below the line so neighbours do not overlap.
+		ly := py - 8
+		if i%2 == 1 {
+			ly = py + 16
+		}
+		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`, px, py, color)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" class="ptlab">%s</text>`, px, ly, fmtMs(p.Ms))
+	}
+	b.WriteString(`</svg>`)
+	// Built from numbers and fixed text only, so it is safe to inline.
+	return template.HTML(b.String())
+}
+
+// fmtMs prints a latency with about three significant digits.
+func fmtMs(ms float64) string {
+	switch {
+	case ms >= 100:
+		return strconv.FormatFloat(ms, 'f', 0, 64) + " ms"
+	case ms >= 10:
+		return strconv.FormatFloat(ms, 'f', 1, 64) + " ms"
+	}
+	return strconv.FormatFloat(ms, 'f', 2, 64) + " ms"
 }
 
 // percentileX places a percentile on a log axis of 1/(1-q): 90 % → 1,

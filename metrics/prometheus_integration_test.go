@@ -87,18 +87,24 @@ func TestPrometheusIntegration(t *testing.T) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 
-	// Prometheus scraping the daemon every second.
+	// Prometheus scraping the daemon every second and evaluating the
+	// shipped alert rules.
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "prometheus.yml")
+	alerts, err := filepath.Abs(filepath.Join("..", "deploy", "prometheus", "alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, `global:
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
+rule_files: [%q]
 scrape_configs:
   - job_name: fleetd
     static_configs:
       - targets: [%q]
-`, addr), 0o644); err != nil {
+`, alerts, addr), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	promAddr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
@@ -127,6 +133,7 @@ scrape_configs:
 		t.Errorf("dashboard query returned no data: %s", e)
 	}
 	t.Logf("%d dashboard queries evaluated by Prometheus", len(queries))
+	checkAlertRules(t, prom)
 
 	for expr, want := range map[string]float64{
 		`fleet_devices{workspace="acme"}`:                                              3,
@@ -150,6 +157,60 @@ scrape_configs:
 			t.Errorf("%s = %v, want %v", expr, vals, want)
 		}
 	}
+}
+
+// checkAlertRules: every shipped rule loaded and evaluated without error
+// against the real daemon's series, and none fires on a healthy one.
+func checkAlertRules(t *testing.T, prom string) {
+	t.Helper()
+	var r struct {
+		Data struct {
+			Groups []struct {
+				Rules []struct {
+					Name           string `json:"name"`
+					Health         string `json:"health"`
+					LastError      string `json:"lastError"`
+					State          string `json:"state"`
+					LastEvaluation string `json:"lastEvaluation"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"data"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, body := mustDo(t, "GET", prom+"/api/v1/rules?type=alert", "", nil)
+		if err := json.Unmarshal([]byte(body), &r); err != nil {
+			t.Fatalf("rules: %v %s", err, body)
+		}
+		pending := len(r.Data.Groups) == 0
+		for _, g := range r.Data.Groups {
+			for _, rule := range g.Rules {
+				if rule.Health == "unknown" || strings.HasPrefix(rule.LastEvaluation, "0001") {
+					pending = true
+				}
+			}
+		}
+		if !pending || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	n := 0
+	for _, g := range r.Data.Groups {
+		for _, rule := range g.Rules {
+			n++
+			if rule.Health != "ok" {
+				t.Errorf("alert %s: health %q %s", rule.Name, rule.Health, rule.LastError)
+			}
+			if rule.State == "firing" {
+				t.Errorf("alert %s fires on a healthy fleetd", rule.Name)
+			}
+		}
+	}
+	if n < 10 {
+		t.Errorf("Prometheus loaded %d alert rules from alerts.yml, want at least 10", n)
+	}
+	t.Logf("%d alert rules loaded and evaluated by Prometheus", n)
 }
 
 func mustLookPath(tb testing.TB, name string) string {

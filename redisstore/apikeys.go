@@ -17,6 +17,7 @@ import (
 func (s *Store) CreateKey(ctx context.Context, keyHash []byte, k fleet.APIKey) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Timeout)
 	defer cancel()
+	ctx = withOp(ctx, "create_key")
 	h := hex.EncodeToString(keyHash)
 	ro := "0"
 	if k.ReadOnly {
@@ -49,6 +50,7 @@ func keyFromHash(m map[string]string) fleet.APIKey {
 func (s *Store) KeyByHash(ctx context.Context, keyHash []byte) (fleet.APIKey, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	ctx = withOp(ctx, "key")
 	m, err := s.rdb.HGetAll(ctx, apiKeyKey(hex.EncodeToString(keyHash))).Result()
 	if err != nil {
 		return fleet.APIKey{}, wrap("key", err)
@@ -63,6 +65,7 @@ func (s *Store) KeyByHash(ctx context.Context, keyHash []byte) (fleet.APIKey, er
 func (s *Store) ListKeys(ctx context.Context, ws string) ([]fleet.APIKey, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Timeout)
 	defer cancel()
+	ctx = withOp(ctx, "list_keys")
 	ids, err := s.rdb.ZRange(ctx, wsKey(ws, "keys"), 0, -1).Result()
 	if err != nil {
 		return nil, wrap("list keys", err)
@@ -96,6 +99,7 @@ func (s *Store) ListKeys(ctx context.Context, ws string) ([]fleet.APIKey, error)
 func (s *Store) RevokeKey(ctx context.Context, id string, keyHash []byte) (fleet.APIKey, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Timeout)
 	defer cancel()
+	ctx = withOp(ctx, "revoke_key")
 	h := hex.EncodeToString(keyHash)
 	if id != "" {
 		var err error
@@ -126,6 +130,7 @@ func (s *Store) RevokeKey(ctx context.Context, id string, keyHash []byte) (fleet
 func (s *Store) TouchKey(ctx context.Context, id string, t time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	ctx = withOp(ctx, "touch_key")
 	h, err := s.rdb.Get(ctx, apiKeyIDKey(id)).Result()
 	if err == redis.Nil {
 		return fleet.Errorf(fleet.ENOTFOUND, "no API key with id %q", id)
@@ -143,6 +148,7 @@ const statsChunk = 5000
 func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*s.cfg.Timeout)
 	defer cancel()
+	ctx = withOp(ctx, "stats")
 	wss, err := s.rdb.SMembers(ctx, keyWorkspaces).Result()
 	if err != nil {
 		return nil, wrap("stats", err)

@@ -41,12 +41,12 @@ func (s *Store) Apply(ctx context.Context, events []fleet.Event, results []fleet
 		}
 	}
 	if len(placements) > 0 {
-		if err := s.place(ctx, events, placements, results); err != nil {
+		if err := s.place(withOp(ctx, "place"), events, placements, results); err != nil {
 			return err
 		}
 	}
 	if len(others) > 0 {
-		return s.applyEvents(ctx, events, others, results)
+		return s.applyEvents(withOp(ctx, "apply"), events, others, results)
 	}
 	return nil
 }

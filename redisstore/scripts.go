@@ -83,6 +83,7 @@ var (
 	mergeScript      = script("merge")
 	tombScript       = script("tomb")
 	sweepScript      = script("sweep")
+	forgetScript     = script("forget")
 	devicesScript    = script("devices")
 	sessionsScript   = script("sessions")
 	usageScript      = script("usage")
@@ -93,4 +94,4 @@ var (
 )
 
 var allScripts = []*redis.Script{applyScript, keepScript, stashScript, placeScript, unpendScript, unkeepScript, syncScript, adoptScript, mergeScript,
-	tombScript, sweepScript, devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}
+	tombScript, sweepScript, forgetScript, devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}

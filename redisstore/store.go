@@ -35,6 +35,16 @@ type Config struct {
 	Retention time.Duration
 	// DeviceCacheSize bounds the in-process device → workspace cache.
 	DeviceCacheSize int
+	// Observe, when set, is called after every Redis call the store makes
+	// through its client (one command, or one pipeline: one round trip)
+	// with the operation's name, how long it took and its error (nil when
+	// it succeeded; a nil reply is a success). Operation names are bounded:
+	// the script's name for script calls ("apply", "register", "devices",
+	// ...), the store operation for the calls of store.go, apikeys.go and
+	// workspace.go ("stats", "ping", "key", ...), else the Redis command
+	// ("hget", "sadd") or "pipeline" for a pipeline of several commands.
+	// It must be fast and safe for concurrent use.
+	Observe func(op string, d time.Duration, err error)
 }
 
 // Defaults for Config fields left zero.
@@ -136,6 +146,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			ContextTimeoutEnabled: true,
 			MaxRetries:            1,
 			MaxRedirects:          8,
+			DialerRetries:         1,
 		})
 	} else {
 		opt, err := redis.ParseURL(cfg.URL)
@@ -148,10 +159,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		opt.PoolTimeout = cfg.Timeout
 		opt.ContextTimeoutEnabled = true
 		opt.MaxRetries = 1
+		// One dial per attempt: go-redis' default of 5 dials 100 ms apart
+		// turns a refused connection into a timeout of the whole call, and
+		// the cause ("connection refused") into "context deadline exceeded".
+		opt.DialerRetries = 1
 		if cfg.PoolSize > 0 {
 			opt.PoolSize = cfg.PoolSize
 		}
 		s.rdb = redis.NewClient(opt)
+	}
+	if cfg.Observe != nil {
+		s.rdb.AddHook(observeHook{cfg.Observe})
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*cfg.Timeout)
 	defer cancel()
@@ -177,17 +195,140 @@ func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-		return wrap("ping", cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		// The masters' own clients do not carry the observe hook.
+		start := time.Now()
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 			return c.Ping(ctx).Err()
-		}))
+		})
+		s.observe("ping", start, err)
+		return wrap("ping", err)
 	}
-	return wrap("ping", s.rdb.Ping(ctx).Err())
+	return wrap("ping", s.rdb.Ping(withOp(ctx, "ping")).Err())
 }
 
 // SetRefuseHook makes the store refuse, with nothing written, any request
 // holding an event for which refuse returns an error, as it refuses values
 // it cannot apply; for tests of failure isolation.
 func (s *Store) SetRefuseHook(refuse func(*fleet.Event) error) { s.refuse = refuse }
+
+// observeHook reports every call of the store's client to Config.Observe.
+type observeHook struct {
+	fn func(op string, d time.Duration, err error)
+}
+
+func (observeHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h observeHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		start := time.Now()
+		err := next(ctx, cmd)
+		if op := opOf(ctx, cmd); !connSetup[op] {
+			h.fn(op, time.Since(start), callError(err))
+		}
+		return err
+	}
+}
+
+func (h observeHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		setup := len(cmds) > 0
+		for _, c := range cmds {
+			setup = setup && connSetup[c.Name()]
+		}
+		if setup {
+			return next(ctx, cmds) // go-redis opening a connection
+		}
+		start := time.Now()
+		err := next(ctx, cmds)
+		oerr := callError(err)
+		for _, c := range cmds {
+			if oerr != nil {
+				break
+			}
+			oerr = callError(c.Err())
+		}
+		op, _ := ctx.Value(opKey{}).(string)
+		if op == "" && len(cmds) > 0 {
+			op = opOf(ctx, cmds[0])
+			for _, c := range cmds[1:] {
+				if opOf(ctx, c) != op {
+					op = "pipeline"
+					break
+				}
+			}
+		}
+		if !connSetup[op] {
+			h.fn(op, time.Since(start), oerr)
+		}
+		return err
+	}
+}
+
+// connSetup are the commands go-redis sends itself when it opens a
+// connection (some fail on older servers, by design): not the store's calls.
+var connSetup = map[string]bool{"hello": true, "client": true, "auth": true, "select": true, "readonly": true}
+
+// observe reports a call made outside the hooked client (a cluster's
+// per-master calls).
+func (s *Store) observe(op string, start time.Time, err error) {
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(op, time.Since(start), callError(err))
+	}
+}
+
+func callError(err error) error {
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	return err
+}
+
+// opKey carries the name of the store operation a call belongs to.
+type opKey struct{}
+
+// withOp names the store operation of the calls made with ctx, for Observe.
+func withOp(ctx context.Context, op string) context.Context {
+	return context.WithValue(ctx, opKey{}, op)
+}
+
+// opOf names a call: its store operation, its script, or its command.
+func opOf(ctx context.Context, cmd redis.Cmder) string {
+	name := cmd.Name()
+	if connSetup[name] {
+		return name // sent by go-redis when it opens a connection, whatever the call
+	}
+	if op, ok := ctx.Value(opKey{}).(string); ok {
+		return op
+	}
+	if name == "evalsha" || name == "evalsha_ro" {
+		if args := cmd.Args(); len(args) > 1 {
+			if h, ok := args[1].(string); ok {
+				if n, ok := scriptByHash[h]; ok {
+					return n
+				}
+			}
+		}
+	}
+	return name
+}
+
+// scriptNames names every script for Observe; TestEveryScriptHasAName
+// keeps it in step with allScripts.
+var scriptNames = map[*redis.Script]string{
+	applyScript: "apply", keepScript: "keep", stashScript: "stash", placeScript: "place", unpendScript: "unpend",
+	unkeepScript: "unkeep", syncScript: "sync", adoptScript: "adopt", mergeScript: "merge", tombScript: "tomb",
+	sweepScript: "sweep", forgetScript: "forget", devicesScript: "devices", sessionsScript: "sessions",
+	usageScript: "usage", monthUsageScript: "month_usage", unbindScript: "unbind", rotateScript: "rotate",
+	addMemberScript: "add_member",
+}
+
+var scriptByHash = func() map[string]string {
+	m := make(map[string]string, len(scriptNames))
+	for sc, n := range scriptNames {
+		m[sc.Hash()] = n
+	}
+	return m
+}()
 
 // SetClock replaces the clock, for tests.
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
@@ -307,5 +448,5 @@ func isUnavailable(err error) bool {
 func (s *Store) Raw(ctx context.Context, args ...any) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	return wrap("raw", s.rdb.Do(ctx, args...).Err())
+	return wrap("raw", s.rdb.Do(withOp(ctx, "raw"), args...).Err())
 }

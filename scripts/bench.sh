@@ -6,7 +6,9 @@
 #   3. batch-100 requests, closed loop
 #   4. single-event requests, open loop at half the rate of 2 (p99)
 # Prints the ratios to the baseline and the p99s; every fleetd run is
-# verified against the state it reports. Env: SECS (default 10), CONNS (64).
+# verified against the state it reports (REST API included: keys are minted
+# through FLEETD_REDIS_URL), then deletes its workspaces (--cleanup).
+# Env: SECS (default 10), CONNS (64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SECS:-10}; conns=${CONNS:-64}
@@ -17,10 +19,10 @@ lt() { local name=$1; shift; "$tmp/fleetd" loadtest --progress off --devices 100
 field() { python3 -c "import json,sys; d=json.load(open('$out/$1.json')); l=d['load']; p={x['percentile']:x['ms'] for x in d['latency_percentiles']}; print($2)"; }
 
 lt baseline --baseline --duration "${secs}s"
-lt single --target http://127.0.0.1:$fport --duration "${secs}s"
-lt batch100 --target http://127.0.0.1:$fport --duration "${secs}s" --batch 100
+lt single --target http://127.0.0.1:$fport --duration "${secs}s" --cleanup
+lt batch100 --target http://127.0.0.1:$fport --duration "${secs}s" --batch 100 --cleanup
 half=$(field single "int(l['events_per_sec']/2)")
-lt open-half --target http://127.0.0.1:$fport --duration "${secs}s" --rate "$half" --connections 512
+lt open-half --target http://127.0.0.1:$fport --duration "${secs}s" --rate "$half" --connections 512 --cleanup
 
 base=$(field baseline "l['requests_per_sec']")
 printf '%-34s %12s %10s %10s\n' run events/s ratio p99

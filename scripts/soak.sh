@@ -13,10 +13,10 @@ FLEETD_WEBHOOK_SECRET=soak-secret
 target=http://127.0.0.1:$fport
 
 # The maximum single-event rate, then half of it for the soak.
-"$tmp/fleetd" loadtest --target $target --duration 10s --progress off --verify=false --run-id max --json "$tmp/max.json" >/dev/null
+"$tmp/fleetd" loadtest --target $target --duration 10s --progress off --verify=off --cleanup --run-id max --json "$tmp/max.json" >/dev/null
 rate=$(python3 -c "import json; print(int(json.load(open('$tmp/max.json'))['load']['events_per_sec']/2))")
 echo "soak: $soak open loop at $rate events/s (half the single-event maximum)"
-"$tmp/fleetd" loadtest --target $target --duration "$soak" --rate "$rate" --connections 512 --progress off --run-id soak --devices 20000 --workspaces 50 \
+"$tmp/fleetd" loadtest --target $target --duration "$soak" --rate "$rate" --connections 512 --progress off --run-id soak --devices 20000 --workspaces 50 --cleanup \
   --json "$out/soak.json" --html "$out/soak.html" > "$out/soak-load.txt" 2>&1 &
 lt=$!
 python3 - "$target" "$out/soak.tsv" "$lt" "$rport" <<'PY'

@@ -32,7 +32,7 @@ type loadRun struct {
 func startLoad(tb testing.TB, base string, store fleet.KeyStore, args ...string) *loadRun {
 	tb.Helper()
 	l := &loadRun{out: &syncbuf.Buffer{}, done: make(chan error, 1)}
-	args = append([]string{"--target", base, "--secret", testSecret, "--devices", "300", "--workspaces", "6",
+	args = append([]string{"--target", base, "--webhook-secret", testSecret, "--devices", "300", "--workspaces", "6",
 		"--connections", "16", "--batch", "5", "--progress", "plain", "--retries", "60"}, args...)
 	// Minting retries while the store is unavailable: on a cluster that
 	// just failed over, the first writes may still find no master.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fleetd/fleetd/fleet"
+	"github.com/fleetd/fleetd/internal/cli"
 	"github.com/fleetd/fleetd/redisstore"
 )
 
@@ -44,39 +45,57 @@ func openStore(ctx context.Context, r *redisFlags) (*redisstore.Store, error) {
 	return s, nil
 }
 
+const keysHelp = `Usage: fleetd keys create|list|revoke [flags]
+
+Manage API keys. They talk to the same Redis as serve (--redis-url,
+--redis-cluster, FLEETD_REDIS_URL, ...).
+
+  fleetd keys create --workspace W [--name N] [--read-only]
+      mint a key; the key alone goes to stdout, its id to stderr
+  fleetd keys list --workspace W [--json]
+      list a workspace's keys (never the keys themselves)
+  fleetd keys revoke ID|KEY
+      revoke a key by its id or by the key itself
+
+Run 'fleetd keys <subcommand> --help' for its flags.`
+
 func keysCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return errors.New("keys: want create, list or revoke")
+	sub, args, err := group("keys", keysHelp, args, stdout, "create", "list", "revoke")
+	if err != nil {
+		return err
 	}
-	sub, args := args[0], args[1:]
 	var rf redisFlags
-	fs := newFlagSet("keys "+sub, "fleetd keys "+sub, stderr)
-	rf.register(fs)
+	fs := cli.New("fleetd keys "+sub, "FLEETD_KEYS_", stdout)
 	var ws, name string
 	var readOnly, asJSON bool
 	switch sub {
 	case "create":
-		fs.usage = "fleetd keys create --workspace W [--name N] [--read-only]: mint an API key; the key alone goes to stdout, its id to stderr"
+		fs.Synopsis = "fleetd keys create --workspace W [--name N] [--read-only]"
+		fs.About = "Mints an API key of workspace W: the key alone goes to stdout, its id (id: key_...) to stderr,\nso KEY=$(fleetd keys create --workspace acme) works. Redis keeps only its SHA-256."
 		fs.StringVar(&ws, "workspace", "", "workspace the key belongs to (required)")
-		fs.StringVar(&name, "name", "", "a name to recognise the key by")
+		fs.StringVar(&name, "name", "cli", "a name to recognise the key by")
 		fs.BoolVar(&readOnly, "read-only", false, "the key may only read (POST answers 403)")
 	case "list":
-		fs.usage = "fleetd keys list --workspace W [--json]: list keys (never the keys themselves)"
+		fs.Synopsis = "fleetd keys list --workspace W [--json]"
+		fs.About = "Lists the API keys of workspace W (never the keys themselves)."
 		fs.StringVar(&ws, "workspace", "", "workspace (required)")
-		fs.BoolVar(&asJSON, "json", false, "print a JSON array")
+		fs.BoolVar(&asJSON, "json", false, "print a JSON array of {id, name, workspace, read_only, created_at, last_used_at, revoked}")
 	case "revoke":
-		fs.usage = "fleetd keys revoke ID|KEY: revoke a key by its id or by the key itself"
-	default:
-		return fmt.Errorf("keys: unknown subcommand %q (want create, list or revoke)", sub)
+		fs.Synopsis = "fleetd keys revoke ID|KEY"
+		fs.About = "Revokes a key by its id (key_...) or by the key itself (sk_live_...); every replica refuses it within --key-cache-ttl."
 	}
-	if err := fs.parse(args, getenv); err != nil {
+	rf.register(fs)
+	if err := fs.Parse(args, getenv); err != nil {
 		return err
 	}
 	if sub != "revoke" && !fleet.ValidID(ws) {
-		return errors.New("--workspace is required: 1-128 characters of [A-Za-z0-9._:@-]")
+		return fs.Usagef("--workspace is required: 1-128 characters of [A-Za-z0-9._:@-]")
 	}
 	if sub == "revoke" && fs.NArg() != 1 {
-		return errors.New("keys revoke: want exactly one key id or key")
+		return fs.Usagef("want exactly one key id or key, got %d arguments", fs.NArg())
+	}
+	if sub != "revoke" && fs.NArg() > 0 {
+		return fs.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	store, err := openStore(ctx, &rf)
 	if err != nil {
@@ -85,9 +104,6 @@ func keysCmd(ctx context.Context, args []string, getenv func(string) string, std
 	defer store.Close()
 	switch sub {
 	case "create":
-		if name == "" {
-			name = "cli"
-		}
 		key, id, err := createKey(ctx, store, ws, name, readOnly)
 		if err != nil {
 			return fmt.Errorf("keys create: %w", err)
@@ -156,28 +172,45 @@ func printKeys(w io.Writer, keys []fleet.APIKey, asJSON bool) error {
 	return tw.Flush()
 }
 
+const membersHelp = `Usage: fleetd members add --workspace W --email E [--role owner|admin|member]
+
+Adds an active member to a workspace (e.g. its first owner; the API's
+members:invite adds invited ones). Same Redis flags as serve.
+
+Run 'fleetd members add --help' for its flags.`
+
 func membersCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "add" {
-		return errors.New("members: want add")
+	if _, args, err := group("members", membersHelp, args, stdout, "add"); err != nil {
+		return err
+	} else {
+		return membersAdd(ctx, args, getenv, stdout, stderr)
 	}
+}
+
+func membersAdd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var rf redisFlags
-	fs := newFlagSet("members add", "fleetd members add --workspace W --email E --role owner|admin|member: add an active member", stderr)
-	rf.register(fs)
+	fs := cli.New("fleetd members add", "FLEETD_MEMBERS_", stdout)
+	fs.Synopsis = "fleetd members add --workspace W --email E [--role owner|admin|member]"
+	fs.About = "Adds an active member to workspace W."
 	var ws, email, role string
 	fs.StringVar(&ws, "workspace", "", "workspace (required)")
 	fs.StringVar(&email, "email", "", "the member's email (required)")
 	fs.StringVar(&role, "role", fleet.RoleOwner, "owner, admin or member")
-	if err := fs.parse(args[1:], getenv); err != nil {
+	rf.register(fs)
+	if err := fs.Parse(args, getenv); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fs.Usagef("unexpected argument %q", fs.Arg(0))
+	}
 	if !fleet.ValidID(ws) {
-		return errors.New("--workspace is required: 1-128 characters of [A-Za-z0-9._:@-]")
+		return fs.Usagef("--workspace is required: 1-128 characters of [A-Za-z0-9._:@-]")
 	}
 	if role != fleet.RoleOwner && role != fleet.RoleAdmin && role != fleet.RoleMember {
-		return fmt.Errorf("--role must be owner, admin or member, not %q", role)
+		return fs.Usagef("--role must be owner, admin or member, not %q", role)
 	}
 	if strings.Count(email, "@") != 1 || strings.ContainsAny(email, " <>") {
-		return fmt.Errorf("--email %q is not an email address", email)
+		return fs.Usagef("--email %q is not an email address", email)
 	}
 	store, err := openStore(ctx, &rf)
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +16,8 @@ import (
 	"github.com/fleetd/fleetd/api"
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/ingest"
+	"github.com/fleetd/fleetd/internal/buildinfo"
+	"github.com/fleetd/fleetd/internal/cli"
 	"github.com/fleetd/fleetd/metrics"
 	"github.com/fleetd/fleetd/redisstore"
 	"github.com/valyala/fasthttp"
@@ -51,9 +52,14 @@ type serveConfig struct {
 	logFormat        string
 }
 
-func serveFlags(stderr io.Writer) (*flagSet, *serveConfig) {
+func serveFlags(stdout io.Writer) (*cli.FlagSet, *serveConfig) {
 	c := &serveConfig{}
-	fs := newFlagSet("serve", usage+"\n\nfleetd serve: run the daemon.", stderr)
+	fs := cli.New("fleetd serve", "FLEETD_", stdout)
+	fs.Synopsis = "fleetd [serve] [flags]"
+	fs.About = `Runs the daemon: POST /backend/webhook, the REST API under /api/v1, GET /metrics,
+/healthz and /readyz on one address. Without --redis-url or --redis-cluster it
+runs on an embedded, non-durable in-process Redis and prints a webhook secret
+and a demo API key.`
 	fs.StringVar(&c.addr, "addr", ":8080", "listen address of the webhook, REST API, /metrics, /healthz and /readyz")
 	c.redis.register(fs)
 	fs.StringVar(&c.webhookSecret, "webhook-secret", "", "comma-separated list: shared x-webhook-secret values and whsec_ Standard Webhooks signing keys, several of each for rotation; required with Redis configured, generated and printed in embedded mode")
@@ -99,16 +105,16 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs, c := serveFlags(stderr)
-	if err := fs.parse(args, getenv); err != nil {
+	fs, c := serveFlags(stdout)
+	if err := fs.Parse(args, getenv); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("serve: unexpected arguments %q", fs.Args())
+		return fs.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 	log, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
-		return err
+		return fs.Usagef("%v", err)
 	}
 	secrets := splitList(c.webhookSecret)
 
@@ -123,31 +129,41 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		redisURL = "redis://" + embedded.Addr()
 		log.Warn("NO REDIS CONFIGURED: running on an embedded in-memory Redis; state is NOT durable and is lost at exit. Set --redis-url (FLEETD_REDIS_URL) for production.")
 	} else if len(secrets) == 0 {
-		return errors.New("--webhook-secret (FLEETD_WEBHOOK_SECRET) is required when Redis is configured")
+		return fs.Usagef("--webhook-secret (FLEETD_WEBHOOK_SECRET) is required when Redis is configured")
 	}
 
+	reg := metrics.NewRegistry()
+	bi := buildinfo.Get()
+	metrics.NewBuildInfo(reg, bi.Version, bi.Commit, bi.GoVersion)
+	rm := metrics.NewRedis(reg)
 	store, err := redisstore.Open(ctx, redisstore.Config{
 		URL: redisURL, Cluster: c.redis.clusterAddrs(), Timeout: c.redis.timeout,
-		LiveSessionBound: c.liveSessionBound, Retention: c.retention,
+		LiveSessionBound: c.liveSessionBound, Retention: c.retention, Observe: rm.Observe,
 	})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	// Say at once whether Redis answers, and why not.
+	ready := newReadiness(store.Ping, log, strings.HasPrefix(redisURL, "rediss://"))
+	ready.Check(ctx)
+	metrics.NewReady(reg, ready.Ready)
 
+	var banner []string
 	if embedded != nil {
 		if len(secrets) == 0 {
 			secrets = []string{randomAlnum(32)}
-			fmt.Fprintf(stdout, "Generated webhook secret (send it as x-webhook-secret):\n  export SECRET=%s\n", secrets[0])
+			banner = append(banner, "# generated webhook secret (send it as x-webhook-secret):", "export SECRET="+secrets[0])
+		} else {
+			banner = append(banner, "# webhook secret: the one given with --webhook-secret (FLEETD_WEBHOOK_SECRET)")
 		}
 		key, _, err := createKey(ctx, store, "demo", "demo", false)
 		if err != nil {
 			return fmt.Errorf("mint demo key: %w", err)
 		}
-		fmt.Fprintf(stdout, "API key of workspace demo (send it as x-api-key):\n  export KEY=%s\n", key)
+		banner = append(banner, "# API key of workspace demo (send it as x-api-key):", "export KEY="+key)
 	}
 
-	reg := metrics.NewRegistry()
 	wm := metrics.NewWebhook(reg)
 	am := metrics.NewAPI(reg)
 	registerFleetCollector(reg, store, c.maxWorkspaces, log)
@@ -158,23 +174,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			c.commitWorkers = 4
 		}
 	}
-	batcher := ingest.NewBatcher(store, ingest.Config{
+	var batcher *ingest.Batcher // read by the queue gauge at scrape time only
+	im := metrics.NewIngest(reg, func() float64 { return float64(batcher.Queued()) }, c.queueEvents)
+	batcher = ingest.NewBatcher(store, ingest.Config{
 		QueueEvents: c.queueEvents, MaxBatch: c.commitBatch, Workers: c.commitWorkers,
 		CommitTimeout: c.ingestTimeout, Observe: func(n int) { wm.BatchSize.Observe(float64(n)) },
+		ObserveCommit: im.ObserveCommit,
 	})
+	inflight := metrics.NewInFlight(reg)
 	apiCfg := api.Config{
 		Reader: store, Keys: store, Ingest: batcher, Webhook: wm, API: am,
-		Metrics: metrics.Handler(reg), Ready: store.Ping, Log: log,
+		Metrics: metrics.Handler(reg), Ready: ready.Check, Log: log,
 		WebhookSecrets: secrets, WebhookAuth: c.webhookAuth, MaxBatch: c.maxBatch, IngestTimeout: c.ingestTimeout, KeyCacheTTL: c.keyCacheTTL,
 		AuthFailBurst: c.authFailBurst, AuthFailRefill: c.authFailRefill, ClientIPHeader: c.clientIPHeader,
 	}
 	if err := api.CheckConfig(apiCfg); err != nil {
 		batcher.Close()
-		return err
+		return fs.Usagef("%v", err)
 	}
 	srv := api.New(apiCfg)
 	hs := &fasthttp.Server{
-		Handler:            srv.Handler(),
+		Handler:            inflight.Wrap(srv.Handler()),
 		ErrorHandler:       api.ErrorHandler,
 		Name:               "fleetd",
 		ReadTimeout:        c.readTimeout,
@@ -214,7 +234,19 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		go http.Serve(dln, pprofMux())
 		log.Info("pprof listening", "addr", dln.Addr().String())
 	}
-	log.Info("fleetd listening", "addr", ln.Addr().String(), "embedded_redis", embedded != nil, "cluster", len(c.redis.clusterAddrs()) > 0)
+	if embedded != nil {
+		// A block that pastes into a shell as is: comments and exports.
+		banner = append([]string{
+			"# fleetd web console: " + localURL(ln.Addr().String()) + "/",
+			"# embedded in-memory Redis: state is NOT durable and is lost at exit (set --redis-url for real use)",
+			"# paste these lines into another shell, then try the README's curl examples:",
+		}, banner...)
+		fmt.Fprintln(stdout, strings.Join(banner, "\n"))
+	}
+	log.Info("fleetd listening", "addr", ln.Addr().String(), "version", bi.Version, "embedded_redis", embedded != nil, "cluster", len(c.redis.clusterAddrs()) > 0, "ready", ready.Ready())
+	rctx, stopReady := context.WithCancel(ctx)
+	defer stopReady()
+	go ready.run(rctx)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 

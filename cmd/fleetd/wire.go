@@ -2,12 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/fleetd/fleetd/fleet"
+	"github.com/fleetd/fleetd/internal/cli"
 	"github.com/fleetd/fleetd/loadtest"
 	"github.com/fleetd/fleetd/metrics"
 	"github.com/fleetd/fleetd/redisstore"
@@ -20,31 +21,55 @@ func registerFleetCollector(reg *prometheus.Registry, r fleet.StatsReader, maxWo
 }
 
 // loadtestCmd runs the load test. Its verifier needs an API key per
-// simulated workspace: with Redis configured in the environment
-// (FLEETD_REDIS_URL or FLEETD_REDIS_CLUSTER, as for serve) it mints
-// read-only keys there; otherwise keys come from --api-key.
+// simulated workspace, and --cleanup a store to delete the run's workspaces
+// from: with the Redis flags (--redis-url, --redis-cluster, as for serve,
+// and their FLEETD_REDIS_* twins) it uses that Redis; otherwise keys come
+// from --api-key.
 func loadtestCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	rf := redisFlags{url: getenv("FLEETD_REDIS_URL"), cluster: getenv("FLEETD_REDIS_CLUSTER"), timeout: 2 * time.Second}
-	var opts loadtest.Options
-	if rf.configured() {
-		var (
-			once  sync.Once
-			store *redisstore.Store
-			err   error
-		)
-		defer func() {
-			if store != nil {
-				store.Close()
-			}
-		}()
-		opts.MintKey = func(ctx context.Context, ws string) (string, error) {
-			once.Do(func() { store, err = openStore(ctx, &rf) })
+	rf := redisFlags{}
+	var (
+		once  sync.Once
+		store *redisstore.Store
+		err   error
+	)
+	defer func() {
+		if store != nil {
+			store.Close()
+		}
+	}()
+	open := func(ctx context.Context) (*redisstore.Store, error) {
+		if !rf.configured() {
+			return nil, loadtest.ErrNoStore
+		}
+		once.Do(func() { store, err = openStore(ctx, &rf) })
+		return store, err
+	}
+	opts := loadtest.Options{
+		RegisterFlags: func(fs *cli.FlagSet) {
+			rf.register(fs)
+			fs.Lookup("redis-timeout").DefValue = "2s"
+			fs.Set("redis-timeout", "2s")
+		},
+		MintKey: func(ctx context.Context, ws string) (string, error) {
+			s, err := open(ctx)
 			if err != nil {
 				return "", err
 			}
-			key, _, err := createKey(ctx, store, ws, "loadtest", true)
+			key, _, err := createKey(ctx, s, ws, "loadtest", true)
 			return key, err
-		}
+		},
+		Cleanup: func(ctx context.Context, wss []string) error {
+			s, err := open(ctx)
+			if err != nil {
+				return err
+			}
+			for _, ws := range wss {
+				if _, err := s.DeleteWorkspace(ctx, ws); err != nil {
+					return fmt.Errorf("delete %s: %s", ws, fleet.ErrorMessage(err))
+				}
+			}
+			return nil
+		},
 	}
 	return loadtest.Main(ctx, args, getenv, stdout, stderr, opts)
 }
