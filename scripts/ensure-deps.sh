@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the servers that fleetd's integration tests run for real:
-# redis-server (and redis-cli), prometheus + promtool, wrk for benchmarks.
+# redis-server (and redis-cli), prometheus + promtool, wrk for benchmarks,
+# and chromium for the web console's browser test (api/console_browser_test.go).
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli    >/dev/null 2>&1 || need+=(redis-tools)
 command -v prometheus   >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool     >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing: ${need[*]}; install them (Debian: apt-get install ${need[*]}) and rerun" >&2
