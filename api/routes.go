@@ -26,7 +26,9 @@ func (s *Server) router() *router.Router {
 	r.HandleMethodNotAllowed = true
 	r.HandleOPTIONS = false
 
-	r.POST("/backend/webhook", s.webhook)
+	r.POST("/backend/webhook", s.recorded(s.webhook))
+	r.POST("/backend/webhook/quickdesk", s.recorded(s.quickdesk))
+	s.consoleRoutes(r)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	if s.cfg.Metrics != nil {
