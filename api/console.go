@@ -172,7 +172,7 @@ func (s *Server) health() healthStatus {
 	}
 	errText := "no webhook requests"
 	if w.requests > 0 {
-		errText = fmt.Sprintf("%.1f %% (%d of %d requests)", 100*st.ErrorRate, w.errors, w.requests)
+		errText = fmt.Sprintf("%.1f %% (%d of %d %s)", 100*st.ErrorRate, w.errors, w.requests, plural(w.requests, "request"))
 	}
 	st.Text = map[string]string{
 		"ready":       ready,
@@ -224,6 +224,13 @@ func (s *Server) readiness() (bool, string) {
 		return false, "Redis is unreachable"
 	}
 	return false, "Redis answered PING with an error"
+}
+
+func plural(n int64, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }
 
 func redisModeText(mode string) string {

@@ -14,6 +14,7 @@
   const $ = (id) => document.getElementById(id);
 
   let apiKey = "";
+  let workspace = ""; // of apiKey, once a device has told it
   let timer = 0;
   let busy = false;
   let again = false;
@@ -56,6 +57,11 @@
     if (s < 3600) return Math.floor(s / 60) + " min ago";
     if (s < 86400) return Math.floor(s / 3600) + " h ago";
     return Math.floor(s / 86400) + " d ago";
+  }
+  // fmtPeriod shows [from, to) as dates when both are midnights (UTC).
+  function fmtPeriod(from, to) {
+    const day = (s) => typeof s === "string" && /T00:00:00Z$/.test(s) ? s.slice(0, 10) : fmtTime(s).split(" (")[0];
+    return day(from) + " – " + day(to) + (/T00:00:00Z$/.test(String(from)) ? " (UTC, end excluded)" : "");
   }
   function fmtDuration(sec) {
     sec = Math.max(0, Math.floor(Number(sec) || 0));
@@ -191,7 +197,13 @@
     $("usage-minutes").textContent = String(usage.session_minutes ?? "—");
     $("usage-active").textContent = String(usage.active_devices ?? "—");
     $("usage-devices").textContent = String(usage.devices ?? "—");
-    $("usage-period").textContent = fmtTime(usage.from).split(" (")[0] + " – " + fmtTime(usage.to).split(" (")[0];
+    $("usage-period").textContent = fmtPeriod(usage.from, usage.to);
+    if (!workspace && devices.items.length > 0) {
+      // The key's workspace is not in the listings; a device's detail has it.
+      const one = await getJSON("/api/v1/devices/" + encodeURIComponent(devices.items[0].id), apiKey);
+      workspace = String(one.workspace_id ?? "");
+    }
+    $("ws-name").textContent = workspace ? "Workspace " + workspace : "This workspace";
     $("ws-updated").textContent = new Date().toLocaleTimeString();
     $("ws-data").hidden = false;
     clearError();
@@ -236,6 +248,7 @@
 
   function useKey(k) {
     apiKey = k;
+    workspace = "";
     storeKey(k);
     $("forget").hidden = !k;
     resetPaging();
