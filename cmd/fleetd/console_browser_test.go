@@ -193,7 +193,8 @@ const xssName = `<img src=x onerror=alert(1)>`
 // readiness and no console errors; a bad key shows the API's message;
 // pasting a key (by keyboard) lists the devices that a webhook just
 // created, online first, names shown as text; a device going offline by
-// webhook shows as offline at the next refresh; a revoked key shows the
+// webhook shows as offline at the next refresh; paging and filters walk
+// the cursor API; a revoked key shows the
 // API's message; the page fits a phone's width; and without JavaScript
 // the health part is still there.
 func TestConsoleInBrowser(t *testing.T) {
@@ -322,6 +323,39 @@ func TestConsoleInBrowser(t *testing.T) {
 	wantCounts(t, d.webhook(t, fmt.Sprintf(`{"type":"device.online.changed","qdDeviceId":"100000002","online":false,"ts":%q}`, now.Format(time.RFC3339))), 1, 0, 0, 0)
 	took = b.waitFor(t, "the device to show offline", `[...document.querySelectorAll('#devices tbody tr')].some(r => r.cells[2].textContent === "100000002" && r.cells[0].textContent === "offline")`)
 	t.Logf("offline shown %v after the webhook (refresh every 3 s)", took)
+
+	// Paging through the cursor API, online first, and the filters: 12
+	// more (offline) devices make 15, two pages of 10.
+	var more []string
+	for i := 10; i < 22; i++ {
+		more = append(more, fmt.Sprintf(`{"type":"device.registered","qdDeviceId":"1000000%d","workspaceId":"acme","name":"kiosk-%d","os":"Linux","ts":%q}`, i, i, ts(time.Hour)))
+	}
+	wantCounts(t, d.webhook(t, "["+strings.Join(more, ",")+"]"), 12, 0, 0, 0)
+	rowIDs := `[...document.querySelectorAll('#devices tbody tr')].map(r => r.cells[2].textContent).join(",")`
+	b.do(t, "10 per page", chromedp.SetValue(chromedp.ID("f-size"), "10"), chromedp.Click(chromedp.CSS(`#device-filter button[type=submit]`)))
+	b.waitFor(t, "page 1 of 10", `document.querySelectorAll('#devices tbody tr').length === 10`)
+	if got := b.eval(t, rowIDs); got != "100000003,100000001,100000002,100000010,100000011,100000012,100000013,100000014,100000015,100000016" {
+		t.Errorf("page 1: %s", got)
+	}
+	b.do(t, "next page", chromedp.Click(chromedp.ID("next")))
+	b.waitFor(t, "page 2", `document.getElementById('page-label').textContent === "Page 2"`)
+	if got := b.eval(t, rowIDs); got != "100000017,100000018,100000019,100000020,100000021" {
+		t.Errorf("page 2: %s", got)
+	}
+	if b.eval(t, `String(document.getElementById('next').disabled)`) != "true" {
+		t.Error("Next is enabled on the last page")
+	}
+	b.do(t, "previous page", chromedp.Click(chromedp.ID("prev")))
+	b.waitFor(t, "back on page 1", `document.getElementById('page-label').textContent === "Page 1" && document.querySelectorAll('#devices tbody tr').length === 10`)
+	b.do(t, "online only", chromedp.SetValue(chromedp.ID("f-status"), "true"), chromedp.Click(chromedp.CSS(`#device-filter button[type=submit]`)))
+	b.waitFor(t, "online only", `document.querySelectorAll('#devices tbody tr').length === 1`)
+	if got := b.eval(t, rowIDs); got != "100000003" {
+		t.Errorf("online only: %s", got)
+	}
+	b.do(t, "macOS, any status", chromedp.SetValue(chromedp.ID("f-status"), ""), chromedp.SetValue(chromedp.ID("f-os"), "macOS"), chromedp.Click(chromedp.CSS(`#device-filter button[type=submit]`)))
+	b.waitFor(t, "macOS only", `document.querySelectorAll('#devices tbody tr').length === 1 && document.querySelector('#devices tbody tr').cells[2].textContent === "100000002"`)
+	b.do(t, "no filter", chromedp.Evaluate[chromedp.Void](`document.getElementById("f-os").value = ""`), chromedp.SetValue(chromedp.ID("f-size"), "25"), chromedp.Click(chromedp.CSS(`#device-filter button[type=submit]`)))
+	b.waitFor(t, "all devices", `document.querySelectorAll('#devices tbody tr').length === 15`)
 
 	// 5. The phone width: nothing wider than the screen but the tables,
 	// which scroll in their own box.
