@@ -2,7 +2,9 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"regexp"
 	"strings"
@@ -210,4 +212,67 @@ func TestConsoleRateWindow(t *testing.T) {
 			t.Errorf("formatUptime(%v) = %q, want %q", d, got, want)
 		}
 	}
+}
+
+// BenchmarkConsoleRecord is what the console adds to every webhook
+// request: one request and one events record, from many goroutines.
+func BenchmarkConsoleRecord(b *testing.B) {
+	cs := newConsoleState(time.Now(), time.Now)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			cs.events(1)
+			cs.request(200)
+		}
+	})
+}
+
+// TestConsoleContrast checks the colour pairs of console.css, in both
+// schemes, against WCAG AA for text (a contrast ratio of at least 4.5).
+func TestConsoleContrast(t *testing.T) {
+	css, err := consoleFS.ReadFile("console/console.css")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile(`:root \{([^}]*)\}`).FindAllStringSubmatch(string(css), -1)
+	if len(blocks) != 2 {
+		t.Fatalf("want a light and a dark :root block, found %d", len(blocks))
+	}
+	pairs := [][2]string{{"text", "card"}, {"text", "bg"}, {"muted", "card"}, {"muted", "bg"}, {"link", "card"}, {"link", "bg"},
+		{"ok-fg", "ok-bg"}, {"off-fg", "off-bg"}, {"bad-fg", "bad-bg"}, {"btn-fg", "btn"}}
+	for i, blk := range blocks {
+		vars := map[string]string{}
+		for _, m := range regexp.MustCompile(`--([a-z-]+):\s*(#[0-9a-fA-F]{6})`).FindAllStringSubmatch(blk[1], -1) {
+			vars[m[1]] = m[2]
+		}
+		for _, p := range pairs {
+			fg, bg := vars[p[0]], vars[p[1]]
+			if fg == "" || bg == "" {
+				t.Fatalf("scheme %d lacks --%s or --%s", i, p[0], p[1])
+			}
+			if r := contrast(fg, bg); r < 4.5 {
+				t.Errorf("scheme %d: --%s %s on --%s %s has contrast %.2f, want >= 4.5", i, p[0], fg, p[1], bg, r)
+			}
+		}
+	}
+}
+
+// contrast is the WCAG 2 contrast ratio of two #rrggbb colours.
+func contrast(a, b string) float64 {
+	lum := func(h string) float64 {
+		var rgb [3]float64
+		for i := range rgb {
+			var v int
+			fmt.Sscanf(h[1+2*i:3+2*i], "%02x", &v)
+			c := float64(v) / 255
+			if c <= 0.03928 {
+				rgb[i] = c / 12.92
+			} else {
+				rgb[i] = math.Pow((c+0.055)/1.055, 2.4)
+			}
+		}
+		return 0.2126*rgb[0] + 0.7152*rgb[1] + 0.0722*rgb[2]
+	}
+	la, lb := lum(a), lum(b)
+	return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
 }
