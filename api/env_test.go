@@ -56,6 +56,8 @@ type envOptions struct {
 	storeTimeout time.Duration
 	// authFailBurst is Config.AuthFailBurst (zero: no throttle).
 	authFailBurst int
+	// secrets are webhook secrets accepted besides webhookSecret.
+	secrets []string
 }
 
 // env is one fleetd HTTP surface over a real redis-server, served by a real
@@ -122,8 +124,11 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 		Keys:           store,
 		Ingest:         batcher,
 		API:            metrics.NewAPI(e.reg),
+		Webhook:        metrics.NewWebhook(e.reg),
 		Ready:          store.Ping,
-		WebhookSecrets: []string{webhookSecret},
+		WebhookSecrets: append([]string{webhookSecret}, o.secrets...),
+		RedisMode:      map[bool]string{true: "cluster", false: "single"}[e.cluster != nil],
+		Queued:         batcher.Queued,
 		KeyCacheTTL:    o.keyTTL,
 		AuthFailBurst:  o.authFailBurst,
 		AuthFailRefill: time.Minute,

@@ -30,7 +30,9 @@ func (s *Server) router() *router.Router {
 	r.HandleOPTIONS = true
 	r.GlobalOPTIONS = func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(fasthttp.StatusNoContent) }
 
-	r.POST("/backend/webhook", s.webhook)
+	r.POST("/backend/webhook", s.recorded(s.webhook))
+	r.POST("/backend/webhook/quickdesk", s.recorded(s.quickdesk))
+	s.consoleRoutes(r)
 	// HEAD answers like GET without a body (fasthttp skips it for HEAD).
 	r.GET("/healthz", s.healthz)
 	r.HEAD("/healthz", s.healthz)

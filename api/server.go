@@ -55,6 +55,15 @@ type Config struct {
 	// ClientIPHeader, when set (e.g. X-Forwarded-For behind a trusted load
 	// balancer), names the header whose first address identifies a client.
 	ClientIPHeader string
+	// RedisMode is how the store reaches Redis, as the console shows it:
+	// "embedded", "single" or "cluster".
+	RedisMode string
+	// Queued reports the events waiting for a commit (ingest's
+	// Batcher.Queued), for the console.
+	Queued func() int
+	// Started is when the daemon started, for the console's uptime; zero
+	// means when New runs.
+	Started time.Time
 }
 
 // Server is the HTTP handler of fleetd. Safe for concurrent use.
@@ -70,6 +79,7 @@ type Server struct {
 	secrets  [][]byte      // shared x-webhook-secret values
 	signing  [][]byte      // Standard Webhooks signing keys
 	refusals refusalLog    // webhook 503s and 429s, logged rate-limited
+	console  *consoleState
 }
 
 // CheckConfig reports a configuration that New would refuse: a malformed
@@ -134,6 +144,10 @@ func newServer(cfg Config) (*Server, error) {
 		s.throttle = newAuthThrottle(cfg.AuthFailBurst, cfg.AuthFailRefill, cfg.Now)
 	}
 	s.keys = newKeyCache(cfg.KeyCacheTTL)
+	s.console = newConsoleState(cfg.Started, cfg.Now)
+	if cfg.Ingest != nil {
+		s.cfg.Ingest = countingSubmitter{cfg.Ingest, s.console}
+	}
 	s.handler = s.routes()
 	return s, nil
 }

@@ -33,6 +33,8 @@ func Handler(reg *prometheus.Registry) fasthttp.RequestHandler {
 type Webhook struct {
 	requests  *prometheus.CounterVec
 	events    [fleet.NumEventTypes][fleet.NumResults]prometheus.Counter
+	eventVec  *prometheus.CounterVec
+	named     namedEvents
 	Duration  prometheus.Histogram
 	BatchSize prometheus.Histogram
 	codes     codeCounters
@@ -56,6 +58,7 @@ func NewWebhook(reg prometheus.Registerer) *Webhook {
 	ev := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fleetd_webhook_events_total", Help: "Webhook events by type and result (accepted, duplicate, stale, ignored, invalid).",
 	}, []string{"type", "result"})
+	w.eventVec = ev
 	for t := range w.events {
 		for r := range w.events[t] {
 			w.events[t][r] = ev.WithLabelValues(fleet.EventType(t).String(), fleet.Result(r).String())

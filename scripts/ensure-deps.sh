@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the servers that fleetd's integration tests run for real:
 # redis-server (and redis-cli), prometheus + promtool, wrk for benchmarks,
-# and docker-compose, whose parser checks docker-compose.yml (no Docker
-# engine is needed for `docker-compose config`).
+# docker-compose, whose parser checks docker-compose.yml (no Docker
+# engine is needed for `docker-compose config`),
+# and chromium for the web console's browser test (api/console_browser_test.go).
 set -euo pipefail
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -10,6 +11,7 @@ command -v redis-cli    >/dev/null 2>&1 || need+=(redis-tools)
 command -v prometheus   >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool     >/dev/null 2>&1 || need+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing: ${need[*]}; install them (Debian: apt-get install ${need[*]}) and rerun" >&2

@@ -9,7 +9,7 @@
 #   FUZZTIME=60s scripts/fuzz.sh    # longer
 #   scripts/fuzz.sh ./api           # only the targets under ./api
 #
-# The default keeps the whole pass around a minute and a half (nine
+# The default keeps the whole pass under two minutes (ten
 # targets), so `make test` can afford it.
 set -euo pipefail
 

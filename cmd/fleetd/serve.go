@@ -105,6 +105,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	started := time.Now()
 	fs, c := serveFlags(stdout)
 	if err := fs.Parse(args, getenv); err != nil {
 		return err
@@ -187,6 +188,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		Metrics: metrics.Handler(reg), Ready: ready.Check, Log: log,
 		WebhookSecrets: secrets, WebhookAuth: c.webhookAuth, MaxBatch: c.maxBatch, IngestTimeout: c.ingestTimeout, KeyCacheTTL: c.keyCacheTTL,
 		AuthFailBurst: c.authFailBurst, AuthFailRefill: c.authFailRefill, ClientIPHeader: c.clientIPHeader,
+		RedisMode: redisMode(embedded != nil, &c.redis), Queued: batcher.Queued, Started: started,
 	}
 	if err := api.CheckConfig(apiCfg); err != nil {
 		batcher.Close()

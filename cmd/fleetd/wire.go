@@ -73,3 +73,14 @@ func loadtestCmd(ctx context.Context, args []string, getenv func(string) string,
 	}
 	return loadtest.Main(ctx, args, getenv, stdout, stderr, opts)
 }
+
+// redisMode names how serve reaches Redis, for the console.
+func redisMode(embedded bool, r *redisFlags) string {
+	switch {
+	case embedded:
+		return "embedded"
+	case len(r.clusterAddrs()) > 0:
+		return "cluster"
+	}
+	return "single"
+}
