@@ -3,7 +3,7 @@ GO        ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS      = ./...
 
-.PHONY: test deps fmt-check vet staticcheck unit cluster fuzz run build bench soak clean
+.PHONY: test deps fmt-check vet staticcheck unit cluster fuzz run build bench soak cost clean
 
 test: deps fmt-check vet staticcheck unit cluster fuzz
 
@@ -47,6 +47,13 @@ bench: deps build
 # goroutines and p99 every 10 s into bench-out/soak.tsv.
 soak: deps
 	@scripts/soak.sh
+
+# cost (not in CI): Redis instructions and commands per event under
+# callgrind, for a large and a small fleet and a second day; installs
+# valgrind when missing. Figures and dumps in bench-out/cost/.
+cost:
+	@scripts/ensure-deps.sh cost
+	@scripts/cost.sh
 
 clean:
 	rm -rf bin bench-out

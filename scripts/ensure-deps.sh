@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the servers that fleetd's integration tests run for real:
 # redis-server (and redis-cli), prometheus + promtool, wrk for benchmarks.
+# `ensure-deps.sh cost` also installs valgrind (callgrind, for make cost).
 set -euo pipefail
 need=()
+[ "${1:-}" = cost ] && { command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind); }
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli    >/dev/null 2>&1 || need+=(redis-tools)
 command -v prometheus   >/dev/null 2>&1 || need+=(prometheus)

@@ -64,6 +64,7 @@ type config struct {
 	steady             bool
 	sessionsPerDevice  float64
 	livePerDevice      float64
+	onlineFraction     float64
 	seed               uint64
 	callgrindPID       int
 	callgrindDir       string
@@ -88,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.steady, "steady", false, "also measure both phases on the fleet's second day (steady-state de-duplication)")
 	fs.Float64Var(&c.sessionsPerDevice, "sessions-per-device", 0.6, "ended sessions per device in the setup")
 	fs.Float64Var(&c.livePerDevice, "live-per-device", 0.05, "live sessions per device in the setup (the ones the mix ends)")
+	fs.Float64Var(&c.onlineFraction, "online-fraction", 0.5, "devices online after the setup (the mix's flips keep about half online)")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the mix")
 	fs.IntVar(&c.callgrindPID, "callgrind-pid", 0, "pid of the valgrind --tool=callgrind process running redis-server (0: count commands only)")
 	fs.StringVar(&c.callgrindDir, "callgrind-dir", ".", "directory of its --callgrind-out-file dumps (callgrind.out.PID.N)")
@@ -213,14 +215,15 @@ func (d *driver) header() error {
 		mode = fmt.Sprintf("callgrind pid %d", d.cg.pid)
 	}
 	fmt.Fprintf(d.out, "redis %s at %s (%s); %s\n", version, d.cfg.addr, strings.Join(lim, ", "), mode)
-	fmt.Fprintf(d.out, "fleet %s: %d workspaces × %d devices, %.2f ended and %.2f live sessions per device, seed %d\n",
-		d.cfg.shape, d.mix.shape.workspaces, d.mix.shape.devices, d.cfg.sessionsPerDevice, d.cfg.livePerDevice, d.cfg.seed)
+	fmt.Fprintf(d.out, "fleet %s: %d workspaces × %d devices, %.2f ended and %.2f live sessions per device, %.0f %% online, seed %d\n",
+		d.cfg.shape, d.mix.shape.workspaces, d.mix.shape.devices, d.cfg.sessionsPerDevice, d.cfg.livePerDevice, 100*d.cfg.onlineFraction, d.cfg.seed)
 	return nil
 }
 
 // setup registers the fleet an hour before the first day's 01:00, with the
-// ended and live sessions of that hour. Every event has a delivery id, as
-// the mix's do.
+// ended and live sessions of that hour and every device's presence (so
+// that the online set is as large at the start of a phase as at its end).
+// Every event has a delivery id, as the mix's do.
 func (d *driver) setup(ctx context.Context) error {
 	t0 := time.Now()
 	d.now = d.day
@@ -229,6 +232,7 @@ func (d *driver) setup(ctx context.Context) error {
 		d.mix.registrations(d.day - hour),
 		d.mix.history(d.cfg.sessionsPerDevice, d.day-hour, d.day-hour/6),
 		d.mix.live(d.cfg.livePerDevice, d.day-hour/6, d.day),
+		d.mix.presence(d.cfg.onlineFraction, d.day-hour/12),
 	}
 	n := 0
 	for _, events := range steps {
@@ -241,7 +245,7 @@ func (d *driver) setup(ctx context.Context) error {
 		n += len(events)
 	}
 	d.mix.ts = d.day
-	fmt.Fprintf(d.out, "setup: %d events (registrations, sessions) in %.1f s, not measured\n", n, time.Since(t0).Seconds())
+	fmt.Fprintf(d.out, "setup: %d events (registrations, sessions, presence) in %.1f s, not measured\n", n, time.Since(t0).Seconds())
 	return nil
 }
 
@@ -374,6 +378,8 @@ func (d *driver) report(name string, n, requests, size int, t tally, elapsed tim
 	perEvent := func(x int64) float64 { return float64(x) / float64(n) }
 	fmt.Fprintf(w, "\n== %s: %d events in %d requests of %d (%d accepted, %d duplicate), one at a time, %.1f s\n",
 		name, n, requests, size, t[fleet.Accepted], t[fleet.Duplicate], elapsed.Seconds())
+	fmt.Fprintf(w, "delivery ids of the day per workspace: %d at the start, %d at the end\n",
+		(d.dayIDs-t[fleet.Accepted])/d.mix.shape.workspaces, d.dayIDs/d.mix.shape.workspaces)
 	var cmds []cmdCount
 	var total int64
 	for c, v := range calls1 {

@@ -142,6 +142,17 @@ func (m *mix) history(perDevice float64, from, to int64) []fleet.Event {
 	return out
 }
 
+// presence returns an online change of every device at ts: online for
+// about the fraction given, offline for the others.
+func (m *mix) presence(fraction float64, ts int64) []fleet.Event {
+	out := make([]fleet.Event, 0, m.shape.total())
+	for k := range m.shape.total() {
+		m.online[k] = m.r.Float64() < fraction
+		out = append(out, fleet.Event{Type: fleet.EventOnlineChanged, ID: m.deliveryID(), TS: ts, DeviceID: m.shape.device(k), Online: m.online[k], DurationSec: -1})
+	}
+	return out
+}
+
 // live returns perDevice × devices session starts within [from, to) that
 // stay open: the live sessions that the mix's session ends end.
 func (m *mix) live(perDevice float64, from, to int64) []fleet.Event {
