@@ -50,9 +50,11 @@ soak: deps
 
 # cost (not in CI): Redis instructions and commands per event under
 # callgrind, for a large and a small fleet and a second day; installs
-# valgrind when missing. Figures and dumps in bench-out/cost/.
+# valgrind, and Redis's debug symbols (COST_SYMBOLS=0: without), when
+# missing. Figures and dumps in bench-out/cost/.
 cost:
 	@scripts/ensure-deps.sh cost
+	@[ "$${COST_SYMBOLS:-1}" = 0 ] || scripts/redis-symbols.sh || echo "make cost: going on without Redis's symbols (functions show as addresses)" >&2
 	@scripts/cost.sh
 
 clean:

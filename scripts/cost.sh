@@ -7,7 +7,7 @@
 # phase; collection is on except inside serverCron, Redis's timer, which
 # is left out of every figure) and runs internal/rediscost against it:
 #   large: 20 workspaces × 1,000 devices, then its second day (--steady)
-#   small: 20 workspaces × 100 devices
+#   small: 20 workspaces × 100 devices, and its second day
 # Each phase prints Redis instructions and commands per event and the top
 # functions; the table at the end sums them up. Dumps stay in
 # bench-out/cost/SHAPE/ for callgrind_annotate. Env: OUT (bench-out),
@@ -43,7 +43,7 @@ shape() {
 
 start=$(date +%s)
 shape large --steady
-shape small
+shape small --steady
 echo
 echo "| phase | Redis instructions per event | Redis commands per event |"
 echo "|---|---|---|"
