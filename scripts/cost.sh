@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench-out}/cost
 redis=${REDIS_SERVER:-$(command -v redis-server)}
-rm -rf "$out"; mkdir -p "$out"
+rm -rf "$out"; mkdir -p "$out"; out=$(cd "$out" && pwd) # redis-server's --dir changes its directory
 tmp=$(mktemp -d); vpid=
 cleanup() { [ -n "$vpid" ] && kill "$vpid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -32,7 +32,10 @@ shape() {
     --callgrind-out-file="$dir/callgrind.out.%p" --log-file="$dir/valgrind.log" \
     "$redis" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/redis.log" &
   vpid=$!
-  for _ in $(seq 600); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  until redis-cli -p "$port" ping >/dev/null 2>&1; do
+    kill -0 "$vpid" 2>/dev/null || { cat "$dir/valgrind.log" "$dir/redis.log" >&2; exit 1; }
+    sleep 0.1
+  done
   # shellcheck disable=SC2086 # COST_ARGS is a list of flags
   "$tmp/rediscost" --addr "127.0.0.1:$port" --shape "$name" --callgrind-pid "$vpid" --callgrind-dir "$dir" \
     --results "$out/results.tsv" "$@" ${COST_ARGS:-} | tee "$dir/report.txt"

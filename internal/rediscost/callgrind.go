@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -75,7 +76,8 @@ func (c *callgrind) dumps() ([]string, error) {
 // fnCost is one line of callgrind_annotate: a function and its Ir.
 type fnCost struct {
 	ir   int64
-	name string
+	name string // as shown: with its library, if not Redis's
+	fn   string // as in the dump
 }
 
 // profile is what callgrind_annotate says about one dump.
@@ -83,6 +85,8 @@ type profile struct {
 	total     int64
 	inclusive []fnCost
 	self      []fnCost
+	// calls holds caller → callee for every call in the dump.
+	calls map[[2]string]bool
 }
 
 var annotateLine = regexp.MustCompile(`^\s*([0-9,]+) \(\s*[0-9.]+%\)\s+(.+)$`)
@@ -104,7 +108,41 @@ func annotate(ctx context.Context, file string) (profile, error) {
 			p.self = fns
 		}
 	}
-	return p, nil
+	var err error
+	p.calls, err = callGraph(file)
+	return p, err
+}
+
+// callGraph reads which function calls which from a dump: its fn= and
+// cfn= lines, with callgrind's name compression ("(id) name" the first
+// time, "(id)" after).
+func callGraph(file string) (map[[2]string]bool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{}
+	name := func(v string) string {
+		if !strings.HasPrefix(v, "(") {
+			return v
+		}
+		id, n, ok := strings.Cut(v, ") ")
+		if !ok {
+			return names[v]
+		}
+		names[id+")"] = n
+		return n
+	}
+	calls := map[[2]string]bool{}
+	caller := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "fn="); ok {
+			caller = name(v)
+		} else if v, ok := strings.CutPrefix(line, "cfn="); ok {
+			calls[[2]string{caller, name(v)}] = true
+		}
+	}
+	return calls, nil
 }
 
 // parseAnnotate reads the PROGRAM TOTALS and the per-function lines of
@@ -127,9 +165,20 @@ func parseAnnotate(out []byte) (int64, []fnCost) {
 			total = ir
 			continue
 		}
-		fns = append(fns, fnCost{ir: ir, name: shortName(m[2])})
+		fns = append(fns, fnCost{ir: ir, name: shortName(m[2]), fn: dumpName(m[2])})
 	}
 	return total, fns
+}
+
+// dumpName returns the function of "file:function [object]".
+func dumpName(s string) string {
+	if m := objName.FindStringSubmatch(s); m != nil {
+		s = m[1]
+	}
+	if _, fn, ok := strings.Cut(s, ":"); ok {
+		return fn
+	}
+	return s
 }
 
 var objName = regexp.MustCompile(`^(.*?) \[(.*)\]$`)

@@ -408,8 +408,8 @@ func (d *driver) report(name string, n, requests, size int, t tally, elapsed tim
 	}
 	fmt.Fprintf(w, "Redis commands per event: %.2f (%s)\n", perEvent(total), strings.Join(parts, ", "))
 	if d.cg != nil {
-		d.topList(w, "inclusive", prof.inclusive, prof.total, n, true)
-		d.topList(w, "self", prof.self, prof.total, n, false)
+		d.topList(w, "inclusive", prof.inclusive, prof, n, true)
+		d.topList(w, "self", prof.self, prof, n, false)
 		fmt.Fprintf(w, "dump: %s\n", dump)
 	}
 	if d.cfg.results == "" {
@@ -429,17 +429,19 @@ func (d *driver) report(name string, n, requests, size int, t tally, elapsed tim
 // topList prints the first functions of a callgrind_annotate list, per
 // event. In the inclusive list the frames that hold nearly everything
 // (main, aeMain, aeProcessEvents…) say nothing and are left out, and a
-// function that costs within 0.5 % of the one before it (a caller that
-// passes through, most often) joins its line: "call › evalShaCommand".
-func (d *driver) topList(w io.Writer, kind string, fns []fnCost, total int64, n int, inclusive bool) {
+// function called by the last one of the line before, at a cost within
+// 0.5 % of it (a caller that passes through), joins that line:
+// "call › evalShaCommand".
+func (d *driver) topList(w io.Writer, kind string, fns []fnCost, p profile, n int, inclusive bool) {
 	fmt.Fprintf(w, "top functions, %s (Redis instructions per event, share):\n", kind)
 	var lines []fnCost
 	for _, f := range fns {
-		if inclusive && float64(f.ir) >= 0.99*float64(total) {
+		if inclusive && float64(f.ir) >= 0.99*float64(p.total) {
 			continue
 		}
-		if k := len(lines) - 1; inclusive && k >= 0 && float64(f.ir) >= 0.995*float64(lines[k].ir) {
+		if k := len(lines) - 1; inclusive && k >= 0 && float64(f.ir) >= 0.995*float64(lines[k].ir) && p.calls[[2]string{lines[k].fn, f.fn}] {
 			lines[k].name += " › " + f.name
+			lines[k].fn = f.fn
 			continue
 		}
 		if len(lines) == d.cfg.top {
@@ -448,7 +450,7 @@ func (d *driver) topList(w io.Writer, kind string, fns []fnCost, total int64, n 
 		lines = append(lines, f)
 	}
 	for _, f := range lines {
-		fmt.Fprintf(w, "  %10s %5.1f%%  %s\n", thousands(f.ir/int64(n)), 100*float64(f.ir)/float64(max(total, 1)), f.name)
+		fmt.Fprintf(w, "  %10s %5.1f%%  %s\n", thousands(f.ir/int64(n)), 100*float64(f.ir)/float64(max(p.total, 1)), f.name)
 	}
 }
 

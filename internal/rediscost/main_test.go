@@ -85,7 +85,8 @@ Ir                   file:function
 	if total != 19346723 {
 		t.Errorf("total %d", total)
 	}
-	want := []fnCost{{16805509, "evalCommand"}, {5060204, "__sprintf_chk [libc]"}, {260640, "0x933a0 [libjemalloc]"}, {16787, "0x1583e0"}}
+	want := []fnCost{{16805509, "evalCommand", "evalCommand"}, {5060204, "__sprintf_chk [libc]", "__sprintf_chk"},
+		{260640, "0x933a0 [libjemalloc]", "0x00000000000933a0"}, {16787, "0x1583e0", "0x00000000001583e0"}}
 	if len(fns) != len(want) {
 		t.Fatalf("functions %v, want %v", fns, want)
 	}
@@ -93,5 +94,31 @@ Ir                   file:function
 		if fns[i] != want[i] {
 			t.Errorf("function %d: %v, want %v", i, fns[i], want[i])
 		}
+	}
+}
+
+// TestTopListChains: a caller that passes through joins its callee's line
+// in the inclusive list; two functions of about the same cost that do not
+// call each other stay on lines of their own.
+func TestTopListChains(t *testing.T) {
+	dump := filepath.Join(t.TempDir(), "callgrind.out.1.1")
+	if err := os.WriteFile(dump, []byte("fn=(1) main\ncfn=(2) call\ncalls=1 0\n0 10\nfn=(2)\ncfn=(3) evalCommand\ncalls=1 0\nfn=(3)\ncfn=(4) match\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	calls, err := callGraph(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := profile{total: 1000, calls: calls}
+	fns := []fnCost{{1000, "main", "main"}, {900, "call", "call"}, {899, "evalCommand", "evalCommand"}, {200, "match", "match"}, {199, "other", "other"}}
+	var out bytes.Buffer
+	d := &driver{cfg: config{top: 10}}
+	d.topList(&out, "inclusive", fns, p, 1, true)
+	want := "top functions, inclusive (Redis instructions per event, share):\n" +
+		"         900  90.0%  call › evalCommand\n" +
+		"         200  20.0%  match\n" +
+		"         199  19.9%  other\n"
+	if out.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", out.String(), want)
 	}
 }
