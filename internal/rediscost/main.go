@@ -75,10 +75,11 @@ type config struct {
 
 var shapes = map[string]fleetShape{"large": {20, 1000}, "small": {20, 100}}
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
+// parseFlags parses the command line; --help prints the flags to stdout.
+func parseFlags(args []string, stdout io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("rediscost", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.addr, "addr", "", "host:port of an empty redis-server (required)")
 	fs.StringVar(&c.shape, "shape", "large", "fleet shape: large (20 workspaces × 1,000 devices) or small (20 × 100); names the phases")
 	fs.IntVar(&c.workspaces, "workspaces", 0, "workspaces (0: the shape's)")
@@ -98,19 +99,22 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "bound of each Redis call (valgrind is slow)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "usage: rediscost --addr HOST:PORT [flags]   (scripts/cost.sh runs it; see the README)")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
 			return c, err
 		}
-		return c, fmt.Errorf("%w: %v", errUsage, err)
+		return c, fmt.Errorf("%w: %v (see --help)", errUsage, err)
 	}
 	sh, ok := shapes[c.shape]
 	switch {
 	case fs.NArg() > 0:
-		return c, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		return c, fmt.Errorf("%w: unexpected argument %q (see --help)", errUsage, fs.Arg(0))
 	case c.addr == "":
-		return c, fmt.Errorf("%w: --addr is required", errUsage)
+		return c, fmt.Errorf("%w: --addr is required (see --help)", errUsage)
 	case !ok:
 		return c, fmt.Errorf("%w: --shape must be large or small", errUsage)
-	case c.single < 0 || c.batches < 0 || c.batchSize < 1 || c.workspaces < 0 || c.devices < 0:
+	case c.single < 0 || c.batches < 0 || c.batchSize < 1 || c.workspaces < 0 || c.devices < 0 || c.top < 0:
 		return c, fmt.Errorf("%w: counts must not be negative, --batch-size at least 1", errUsage)
 	}
 	if c.workspaces == 0 {
