@@ -3,7 +3,7 @@ GO        ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS      = ./...
 
-.PHONY: test deps fmt-check tidy vet staticcheck rules unit cluster fuzz run build bench soak clean
+.PHONY: test deps fmt-check tidy vet staticcheck rules unit cluster fuzz run build bench soak cost clean
 
 test: deps fmt-check tidy vet staticcheck rules unit cluster fuzz
 
@@ -56,6 +56,15 @@ bench: deps build
 # goroutines and p99 every 10 s into bench-out/soak.tsv.
 soak: deps
 	@scripts/soak.sh
+
+# cost (not in CI): Redis instructions and commands per event under
+# callgrind, for a large and a small fleet and a second day; installs
+# valgrind, and Redis's debug symbols (COST_SYMBOLS=0: without), when
+# missing. Figures and dumps in bench-out/cost/.
+cost:
+	@scripts/ensure-deps.sh cost
+	@[ "$${COST_SYMBOLS:-1}" = 0 ] || scripts/redis-symbols.sh || echo "make cost: going on without Redis's symbols (functions show as addresses)" >&2
+	@scripts/cost.sh
 
 clean:
 	rm -rf bin bench-out

@@ -4,8 +4,10 @@
 # docker-compose, whose parser checks docker-compose.yml (no Docker
 # engine is needed for `docker-compose config`),
 # and chromium for the web console's browser test (api/console_browser_test.go).
+# `ensure-deps.sh cost` also installs valgrind (callgrind, for make cost).
 set -euo pipefail
 need=()
+[ "${1:-}" = cost ] && { command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind); }
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli    >/dev/null 2>&1 || need+=(redis-tools)
 command -v prometheus   >/dev/null 2>&1 || need+=(prometheus)
