@@ -297,7 +297,7 @@ func TestKeyCache(t *testing.T) {
 func TestKeyLookupInternalError(t *testing.T) {
 	keys := &fakeKeys{get: func([]byte) (fleet.APIKey, error) { return fleet.APIKey{}, errors.New("WRONGTYPE") }}
 	s := MustNew(t, Config{Keys: keys})
-	base := serve(t, s.Handler())
+	base := serveServer(t, s)
 	e := &env{base: base, http: newClient(t)}
 	r := e.Get(t, routeDevices, routeDevices, "sk_live_"+strings.Repeat("A", 40))
 	wantError(t, r, 503, "unavailable")

@@ -56,6 +56,8 @@ type envOptions struct {
 	storeTimeout time.Duration
 	// authFailBurst is Config.AuthFailBurst (zero: no throttle).
 	authFailBurst int
+	// throttledLookups is Config.ThrottledLookups (zero: none).
+	throttledLookups int
 }
 
 // env is one fleetd HTTP surface over a real redis-server, served by a real
@@ -68,6 +70,7 @@ type env struct {
 	base    string
 	clock   *clock
 	reg     *prometheus.Registry
+	limits  *metrics.Limits
 	http    *http.Client
 }
 
@@ -89,6 +92,7 @@ func (e *env) StopRedis() {
 func MustEnv(tb testing.TB, o envOptions) *env {
 	tb.Helper()
 	e := &env{reg: prometheus.NewRegistry()}
+	e.limits = metrics.NewLimits(e.reg)
 	if o.storeTimeout == 0 {
 		o.storeTimeout = 2 * time.Second
 	}
@@ -118,18 +122,20 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 	batcher := ingest.NewBatcher(store, ingest.Config{})
 	tb.Cleanup(batcher.Close)
 	e.srv = MustNew(tb, Config{
-		Reader:         store,
-		Keys:           store,
-		Ingest:         batcher,
-		API:            metrics.NewAPI(e.reg),
-		Ready:          store.Ping,
-		WebhookSecrets: []string{webhookSecret},
-		KeyCacheTTL:    o.keyTTL,
-		AuthFailBurst:  o.authFailBurst,
-		AuthFailRefill: time.Minute,
-		Now:            now,
+		Reader:           store,
+		Keys:             store,
+		Ingest:           batcher,
+		API:              metrics.NewAPI(e.reg),
+		Ready:            store.Ping,
+		WebhookSecrets:   []string{webhookSecret},
+		KeyCacheTTL:      o.keyTTL,
+		AuthFailBurst:    o.authFailBurst,
+		AuthFailRefill:   time.Minute,
+		ThrottledLookups: o.throttledLookups,
+		Limits:           e.limits,
+		Now:              now,
 	})
-	e.base = serve(tb, e.srv.Handler())
+	e.base = serveServer(tb, e.srv)
 	e.http = newClient(tb)
 	return e
 }
@@ -159,6 +165,19 @@ func MustNew(tb testing.TB, cfg Config) *Server {
 // base URL.
 func serve(tb testing.TB, h fasthttp.RequestHandler) string {
 	tb.Helper()
+	return serveWith(tb, h, nil)
+}
+
+// serveServer serves s as the daemon does: bodies read by its handlers
+// (StreamBodies).
+func serveServer(tb testing.TB, s *Server) string {
+	tb.Helper()
+	return serveWith(tb, s.Handler(), s.StreamBodies)
+}
+
+// serveWith is serve with configure applied to the fasthttp.Server.
+func serveWith(tb testing.TB, h fasthttp.RequestHandler, configure func(*fasthttp.Server)) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("listen: %v", err)
@@ -171,6 +190,9 @@ func serve(tb testing.TB, h fasthttp.RequestHandler) string {
 		IdleTimeout:        10 * time.Second,
 		MaxRequestBodySize: 4 << 20,
 		Concurrency:        4096,
+	}
+	if configure != nil {
+		configure(s)
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); s.Serve(ln) }()
