@@ -119,7 +119,7 @@ func (s *Server) gate(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 		if ctx.UserValue(bodyReadKey) == nil && ctx.Request.Header.ContentLength() != 0 {
 			ctx.SetConnectionClose()
 			if m := s.cfg.Limits; m != nil {
-				m.BodyRefused(metrics.BodyUnread)
+				m.BodyRefused(metrics.BodyUnread).Inc()
 			}
 		}
 	}
@@ -261,7 +261,7 @@ func (s *Server) releaseBody(ctx *fasthttp.RequestCtx, h heldBody) {
 func (s *Server) refuseBody(ctx *fasthttp.RequestCtx, reason string) int {
 	ctx.SetConnectionClose()
 	if m := s.cfg.Limits; m != nil {
-		m.BodyRefused(reason)
+		m.BodyRefused(reason).Inc()
 	}
 	if reason == metrics.BodyTooLarge {
 		return writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, "payload_too_large", "request body exceeds the size limit")

@@ -58,6 +58,13 @@ type envOptions struct {
 	authFailBurst int
 	// throttledLookups is Config.ThrottledLookups (zero: none).
 	throttledLookups int
+	// maxBody and maxInflight are Config.MaxBodyBytes and
+	// MaxInflightBodyBytes (zero: 1 MiB, no bound).
+	maxBody     int
+	maxInflight int64
+	// webhookSecrets and webhookAuth replace the one shared secret.
+	webhookSecrets []string
+	webhookAuth    string
 }
 
 // env is one fleetd HTTP surface over a real redis-server, served by a real
@@ -122,18 +129,21 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 	batcher := ingest.NewBatcher(store, ingest.Config{})
 	tb.Cleanup(batcher.Close)
 	e.srv = MustNew(tb, Config{
-		Reader:           store,
-		Keys:             store,
-		Ingest:           batcher,
-		API:              metrics.NewAPI(e.reg),
-		Ready:            store.Ping,
-		WebhookSecrets:   []string{webhookSecret},
-		KeyCacheTTL:      o.keyTTL,
-		AuthFailBurst:    o.authFailBurst,
-		AuthFailRefill:   time.Minute,
-		ThrottledLookups: o.throttledLookups,
-		Limits:           e.limits,
-		Now:              now,
+		Reader:               store,
+		Keys:                 store,
+		Ingest:               batcher,
+		API:                  metrics.NewAPI(e.reg),
+		Ready:                store.Ping,
+		WebhookSecrets:       o.webhookSecrets, // MustNew adds the shared test secret when empty
+		WebhookAuth:          o.webhookAuth,
+		MaxBodyBytes:         o.maxBody,
+		MaxInflightBodyBytes: o.maxInflight,
+		KeyCacheTTL:          o.keyTTL,
+		AuthFailBurst:        o.authFailBurst,
+		AuthFailRefill:       time.Minute,
+		ThrottledLookups:     o.throttledLookups,
+		Limits:               e.limits,
+		Now:                  now,
 	})
 	e.base = serveServer(tb, e.srv)
 	e.http = newClient(tb)

@@ -58,6 +58,6 @@ func NewLimits(reg prometheus.Registerer) *Limits {
 	return l
 }
 
-// BodyRefused counts one body not read, for reason (one of the Body*
-// constants).
-func (l *Limits) BodyRefused(reason string) { l.byReason[reason].Inc() }
+// BodyRefused returns the counter of bodies not read for reason (one of
+// the Body* constants).
+func (l *Limits) BodyRefused(reason string) prometheus.Counter { return l.byReason[reason] }
