@@ -187,6 +187,13 @@ func TestRefusedFromHeaders(t *testing.T) {
 		if r := rc.answer(); r.Status != 401 || r.Close {
 			t.Fatalf("forged: %d (close %v) %s", r.Status, r.Close, r.Body)
 		}
+		// On the same kept-alive connection, a request refused from its
+		// headers still has its body left unread and the connection closed.
+		rc.write(head("POST", webhookPath, size) + "[")
+		if r := rc.answer(); r.Status != 401 || !r.Close {
+			t.Fatalf("unauthenticated after authenticated ones: %d (close %v) %s", r.Status, r.Close, r.Body)
+		}
+		rc.wantClosed()
 	})
 
 	t.Run("quickdesk without a well-formed signature", func(t *testing.T) {

@@ -78,7 +78,7 @@ func (s *sharedHandler) serve(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	ctx.SetStatusCode(r.status)
-	ctx.SetBody(r.body)
+	ctx.Response.SetBodyRaw(r.body) // immutable, shared: not copied per scrape
 }
 
 // shared returns the rendering in flight for key, or the last one if it
