@@ -111,8 +111,8 @@ func (s *Server) gate(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 			}
 			defer s.releaseBody(ctx, held)
 		default:
-			// No handler may read the stream: /metrics, for one, goes
-			// through an adaptor that would buffer it whole.
+			// No handler may read the stream (a net/http handler behind
+			// fasthttpadaptor, for one, would buffer it whole).
 			ctx.Request.SetBodyRaw(nil)
 		}
 		next(ctx)

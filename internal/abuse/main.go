@@ -319,18 +319,24 @@ func buildWorkspaces(o options) error {
 		}
 		b, _ := json.Marshal(batch)
 		batch = batch[:0]
-		req, _ := http.NewRequest("POST", "http://"+o.addr+"/backend/webhook", bytes.NewReader(b))
-		req.Header.Set("x-webhook-secret", o.secret)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
+		for try := 0; ; try++ {
+			req, _ := http.NewRequest("POST", "http://"+o.addr+"/backend/webhook", bytes.NewReader(b))
+			req.Header.Set("x-webhook-secret", o.secret)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == 200:
+				return nil
+			case (resp.StatusCode == 503 || resp.StatusCode == 429) && try < 10:
+				time.Sleep(time.Second) // Retry-After; the events are idempotent
+			default:
+				return fmt.Errorf("webhook: %d %s", resp.StatusCode, body)
+			}
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("webhook: %d %s", resp.StatusCode, body)
-		}
-		return nil
 	}
 	for w := range o.workspaces {
 		ws, dev := fmt.Sprintf("ws-%05d", w), fmt.Sprintf("dev-%05d", w)
