@@ -19,9 +19,9 @@ import (
 // behind the same address (a load balancer) failed: a shared secret or a
 // signature checks out locally; an API key that this replica found valid
 // at its last lookup is exempt; and a blocked source may still have other
-// well-formed API keys looked up, lookups per second each (its second
-// bucket), so a valid key that this replica has not seen yet gets through
-// as long as the attacker sends fewer new keys than that.
+// well-formed API keys looked up, up to lookups a second (a second bucket
+// per source), so a valid key that this replica has not seen yet gets
+// through as long as the attacker sends fewer new keys a second than that.
 type authThrottle struct {
 	burst   float64       // failures allowed at once
 	refill  time.Duration // one failure forgiven per refill
