@@ -94,17 +94,17 @@ func newKeyCache(ttl time.Duration) *keyCache {
 	return c
 }
 
-// fresh returns the cached entry of hash if it has not expired, without
-// asking the store.
-func (c *keyCache) fresh(hash [sha256.Size]byte) *keyEntry {
+// cached returns the cached entry of hash, fresh or not, and whether it is
+// fresh (may be trusted without asking the store). An entry that is no
+// longer fresh still tells what the last lookup found, which the throttle
+// uses: a key found valid then may be looked up again even from a
+// throttled client.
+func (c *keyCache) cached(hash [sha256.Size]byte) (e *keyEntry, fresh bool) {
 	sh := &c.shards[hash[0]%keyCacheShards]
 	sh.mu.Lock()
-	e := sh.m[hash]
+	e = sh.m[hash]
 	sh.mu.Unlock()
-	if e != nil && time.Now().Before(e.expires) {
-		return e
-	}
-	return nil
+	return e, e != nil && time.Now().Before(e.expires)
 }
 
 // keyFinder is the part of fleet.KeyStore the cache needs. It is an
@@ -139,7 +139,7 @@ func (c *keyCache) resolve(hash [sha256.Size]byte, store keyFinder) (*keyEntry, 
 		delete(sh.flights, hash)
 		if f.e != nil {
 			if old == nil && len(sh.m) >= c.perShard {
-				sh.evict(now)
+				sh.evict()
 			}
 			sh.m[hash] = f.e
 		}
@@ -168,19 +168,27 @@ func (c *keyCache) resolve(hash [sha256.Size]byte, store keyFinder) (*keyEntry, 
 	return e, err
 }
 
-// evict drops an expired entry, or any entry when none of the first few
-// looked at is expired. Map iteration starts at a random place, so this is
-// random eviction: cheap, and a flood of unknown keys cannot pin the
-// entries of real ones for long.
-func (sh *keyShard) evict(now time.Time) {
+// evict drops the entry of an unknown or revoked key among the first few
+// looked at, or else the first one. Map iteration starts at a random place,
+// so this is random eviction: cheap, and a flood of unknown keys evicts its
+// own entries rather than those of valid keys, which the throttle relies on
+// to recognise them (see authenticate).
+func (sh *keyShard) evict() {
+	var first [sha256.Size]byte
 	n := 0
 	for h, e := range sh.m {
-		if n == 8 || !now.Before(e.expires) {
+		if e.p == nil {
 			delete(sh.m, h)
 			return
 		}
-		n++
+		if n == 0 {
+			first = h
+		}
+		if n++; n == 8 {
+			break
+		}
 	}
+	delete(sh.m, first)
 }
 
 // validKeySyntax reports whether k looks like an API key: the prefix and at
@@ -234,6 +242,12 @@ func (s *Server) serveAPI(ctx *fasthttp.RequestCtx, auth bool, h fasthttp.Reques
 		}
 		ctx.SetUserValue(principalKey, p)
 	}
+	// Only now, with the key resolved, is a body worth reading.
+	held, status := s.readBody(ctx)
+	if status != 0 {
+		return status
+	}
+	defer s.releaseBody(ctx, held)
 	h(ctx)
 	return ctx.Response.StatusCode()
 }
@@ -242,27 +256,45 @@ func (s *Server) serveAPI(ctx *fasthttp.RequestCtx, auth bool, h fasthttp.Reques
 // and returns its status. The key itself is never logged nor kept: only its
 // SHA-256 leaves this function.
 //
-// A key cached as good is let through before anything else, so a client
-// with good credentials is never throttled, even behind the address of an
-// attacker. Any other request from a client that has used up its failed
-// authentications (the server's authThrottle) gets 429 without a store
-// lookup; each refusal counts as a failure.
+// A key cached as good is let through before anything else. A client that
+// has used up its failed authentications (the server's authThrottle) gets
+// 429 without a store lookup, except that a valid key is never refused
+// because of other clients' failures behind the same address: a key that
+// this replica found valid at its last lookup is looked up again as if the
+// client were not throttled (revocation still takes effect within the
+// cache TTL), and any other well-formed key is looked up while the client's
+// lookup allowance lasts. A key that was looked up is answered by what the
+// lookup found (200, or 401), never 429.
 func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
 	raw := ctx.Request.Header.Peek("x-api-key")
 	wellFormed := validKeySyntax(raw)
 	var hash [sha256.Size]byte
+	var known *keyEntry
 	if wellFormed {
 		hash = sha256.Sum256(raw)
-		if e := s.keys.fresh(hash); e != nil && e.p != nil {
+		e, fresh := s.keys.cached(hash)
+		if fresh && e.p != nil {
 			s.touch(e)
 			return e.p, 0
+		}
+		if e != nil && (fresh || e.p != nil) {
+			known = e
 		}
 	}
 	var src string
 	if s.throttle != nil {
 		src = s.source(ctx)
-		if code, blocked := s.throttled(ctx, src); blocked {
-			return nil, code
+		if blocked, wait := s.throttle.Blocked(src); blocked {
+			switch {
+			case known != nil && known.p != nil:
+				// Found valid at its last lookup: ask again, unthrottled.
+			case wellFormed && known == nil && s.throttle.Lookup(src):
+				if m := s.cfg.Limits; m != nil {
+					m.ThrottledLookups.Inc()
+				}
+			default:
+				return nil, s.refuseThrottled(ctx, wait)
+			}
 		}
 	}
 	switch {

@@ -69,7 +69,10 @@ func TestAuth(t *testing.T) {
 }
 
 // TestAuthThrottle: a client that keeps failing gets 429 without store
-// lookups, except with a key already known to be good.
+// lookups, except with a key already known to be good. Without a lookup
+// allowance (--auth-throttled-lookups 0, as here) that includes a good key
+// this replica has not looked up yet; TestThrottleKeepsValidKeys covers
+// the allowance.
 func TestAuthThrottle(t *testing.T) {
 	e := MustEnv(t, envOptions{authFailBurst: 3})
 	good, _ := e.MustKey(t, "acme", true)
@@ -297,7 +300,7 @@ func TestKeyCache(t *testing.T) {
 func TestKeyLookupInternalError(t *testing.T) {
 	keys := &fakeKeys{get: func([]byte) (fleet.APIKey, error) { return fleet.APIKey{}, errors.New("WRONGTYPE") }}
 	s := MustNew(t, Config{Keys: keys})
-	base := serve(t, s.Handler())
+	base := serveServer(t, s)
 	e := &env{base: base, http: newClient(t)}
 	r := e.Get(t, routeDevices, routeDevices, "sk_live_"+strings.Repeat("A", 40))
 	wantError(t, r, 503, "unavailable")

@@ -56,8 +56,15 @@ type envOptions struct {
 	storeTimeout time.Duration
 	// authFailBurst is Config.AuthFailBurst (zero: no throttle).
 	authFailBurst int
-	// secrets are webhook secrets accepted besides webhookSecret.
-	secrets []string
+	// throttledLookups is Config.ThrottledLookups (zero: none).
+	throttledLookups int
+	// maxBody and maxInflight are Config.MaxBodyBytes and
+	// MaxInflightBodyBytes (zero: 1 MiB, no bound).
+	maxBody     int
+	maxInflight int64
+	// webhookSecrets and webhookAuth replace the one shared secret.
+	webhookSecrets []string
+	webhookAuth    string
 }
 
 // env is one fleetd HTTP surface over a real redis-server, served by a real
@@ -70,6 +77,7 @@ type env struct {
 	base    string
 	clock   *clock
 	reg     *prometheus.Registry
+	limits  *metrics.Limits
 	http    *http.Client
 }
 
@@ -91,6 +99,7 @@ func (e *env) StopRedis() {
 func MustEnv(tb testing.TB, o envOptions) *env {
 	tb.Helper()
 	e := &env{reg: prometheus.NewRegistry()}
+	e.limits = metrics.NewLimits(e.reg)
 	if o.storeTimeout == 0 {
 		o.storeTimeout = 2 * time.Second
 	}
@@ -120,21 +129,26 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 	batcher := ingest.NewBatcher(store, ingest.Config{})
 	tb.Cleanup(batcher.Close)
 	e.srv = MustNew(tb, Config{
-		Reader:         store,
-		Keys:           store,
-		Ingest:         batcher,
-		API:            metrics.NewAPI(e.reg),
-		Webhook:        metrics.NewWebhook(e.reg),
-		Ready:          store.Ping,
-		WebhookSecrets: append([]string{webhookSecret}, o.secrets...),
-		RedisMode:      map[bool]string{true: "cluster", false: "single"}[e.cluster != nil],
-		Queued:         batcher.Queued,
-		KeyCacheTTL:    o.keyTTL,
-		AuthFailBurst:  o.authFailBurst,
-		AuthFailRefill: time.Minute,
-		Now:            now,
+		Reader:               store,
+		Keys:                 store,
+		Ingest:               batcher,
+		API:                  metrics.NewAPI(e.reg),
+		Webhook:              metrics.NewWebhook(e.reg),
+		Ready:                store.Ping,
+		WebhookSecrets:       o.webhookSecrets, // MustNew adds the shared test secret when empty
+		WebhookAuth:          o.webhookAuth,
+		RedisMode:            map[bool]string{true: "cluster", false: "single"}[e.cluster != nil],
+		Queued:               batcher.Queued,
+		MaxBodyBytes:         o.maxBody,
+		MaxInflightBodyBytes: o.maxInflight,
+		KeyCacheTTL:          o.keyTTL,
+		AuthFailBurst:        o.authFailBurst,
+		AuthFailRefill:       time.Minute,
+		ThrottledLookups:     o.throttledLookups,
+		Limits:               e.limits,
+		Now:                  now,
 	})
-	e.base = serve(tb, e.srv.Handler())
+	e.base = serveServer(tb, e.srv)
 	e.http = newClient(tb)
 	return e
 }
@@ -142,7 +156,7 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 // newClient returns an HTTP client that keeps connections alive, as real
 // API clients do, and closes them when the test ends.
 func newClient(tb testing.TB) *http.Client {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, ExpectContinueTimeout: 5 * time.Second}}
 	tb.Cleanup(c.CloseIdleConnections)
 	return c
 }
@@ -164,6 +178,19 @@ func MustNew(tb testing.TB, cfg Config) *Server {
 // base URL.
 func serve(tb testing.TB, h fasthttp.RequestHandler) string {
 	tb.Helper()
+	return serveWith(tb, h, nil)
+}
+
+// serveServer serves s as the daemon does: bodies read by its handlers
+// (StreamBodies).
+func serveServer(tb testing.TB, s *Server) string {
+	tb.Helper()
+	return serveWith(tb, s.Handler(), s.StreamBodies)
+}
+
+// serveWith is serve with configure applied to the fasthttp.Server.
+func serveWith(tb testing.TB, h fasthttp.RequestHandler, configure func(*fasthttp.Server)) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatalf("listen: %v", err)
@@ -176,6 +203,9 @@ func serve(tb testing.TB, h fasthttp.RequestHandler) string {
 		IdleTimeout:        10 * time.Second,
 		MaxRequestBodySize: 4 << 20,
 		Concurrency:        4096,
+	}
+	if configure != nil {
+		configure(s)
 	}
 	done := make(chan struct{})
 	go func() { defer close(done); s.Serve(ln) }()

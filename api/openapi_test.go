@@ -99,7 +99,7 @@ func TestOpenAPIDocument(t *testing.T) {
 // TestOpenAPIServed: the document is served without a key, byte for byte.
 func TestOpenAPIServed(t *testing.T) {
 	s := MustNew(t, Config{})
-	base := serve(t, s.Handler())
+	base := serveServer(t, s)
 	res, err := newClient(t).Get(base + "/api/openapi.json")
 	if err != nil {
 		t.Fatal(err)

@@ -39,6 +39,15 @@ type Config struct {
 	WebhookAuth string
 	// MaxBatch is the most events one webhook request may carry.
 	MaxBatch int
+	// MaxBodyBytes is the largest request body read (default 1 MiB); a
+	// larger one is answered 413. It applies to a server set up with
+	// StreamBodies; otherwise fasthttp's MaxRequestBodySize does.
+	MaxBodyBytes int
+	// MaxInflightBodyBytes bounds the bytes of request bodies held at once
+	// (with StreamBodies); past it a request is answered 503 with
+	// Retry-After before its body is read. Zero: no bound. It must be at
+	// least MaxBodyBytes.
+	MaxInflightBodyBytes int64
 	// IngestTimeout bounds a webhook request from decode to commit; past it
 	// the answer is 503 with Retry-After.
 	IngestTimeout time.Duration
@@ -52,6 +61,10 @@ type Config struct {
 	// disables the throttle.
 	AuthFailBurst  int
 	AuthFailRefill time.Duration
+	// ThrottledLookups is how many well-formed API keys per second a
+	// client that the throttle blocks may still have looked up, so that a
+	// valid key behind the address of an attacker keeps working; 0: none.
+	ThrottledLookups int
 	// ClientIPHeader, when set (e.g. X-Forwarded-For behind a trusted load
 	// balancer), names the header whose first address identifies a client.
 	ClientIPHeader string
@@ -64,6 +77,9 @@ type Config struct {
 	// Started is when the daemon started, for the console's uptime; zero
 	// means when New runs.
 	Started time.Time
+	// Limits counts when the bounds on what clients send bite (nil: not
+	// counted).
+	Limits *metrics.Limits
 }
 
 // Server is the HTTP handler of fleetd. Safe for concurrent use.
@@ -76,6 +92,7 @@ type Server struct {
 	keys     *keyCache
 	throttle *authThrottle // nil: disabled
 	reads    readGroup     // identical reads share one store call
+	bodies   bodyBudget    // request bodies held
 	secrets  [][]byte      // shared x-webhook-secret values
 	signing  [][]byte      // Standard Webhooks signing keys
 	refusals refusalLog    // webhook 503s and 429s, logged rate-limited
@@ -115,7 +132,17 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.KeyCacheTTL <= 0 {
 		cfg.KeyCacheTTL = 2 * time.Second
 	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.MaxInflightBodyBytes > 0 && cfg.MaxInflightBodyBytes < int64(cfg.MaxBodyBytes) {
+		return nil, fmt.Errorf("--max-inflight-body-bytes (%d) must be 0 or at least --max-body-bytes (%d): a body of the largest size could never be read", cfg.MaxInflightBodyBytes, cfg.MaxBodyBytes)
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, now: cfg.Now, reads: readGroup{slots: map[readKey]*readSlot{}}}
+	s.bodies.limit = cfg.MaxInflightBodyBytes
+	if cfg.Limits != nil {
+		s.bodies.gauge = cfg.Limits.BodyBytes
+	}
 	secrets, signing, err := WebhookKeys(cfg.WebhookSecrets)
 	if err != nil {
 		return nil, err
@@ -141,14 +168,14 @@ func newServer(cfg Config) (*Server, error) {
 		if cfg.AuthFailRefill <= 0 {
 			cfg.AuthFailRefill = time.Second
 		}
-		s.throttle = newAuthThrottle(cfg.AuthFailBurst, cfg.AuthFailRefill, cfg.Now)
+		s.throttle = newAuthThrottle(cfg.AuthFailBurst, cfg.AuthFailRefill, cfg.ThrottledLookups, cfg.Now)
 	}
 	s.keys = newKeyCache(cfg.KeyCacheTTL)
 	s.console = newConsoleState(cfg.Started, cfg.Now)
 	if cfg.Ingest != nil {
 		s.cfg.Ingest = countingSubmitter{cfg.Ingest, s.console}
 	}
-	s.handler = s.routes()
+	s.handler = s.gate(s.routes())
 	return s, nil
 }
 

@@ -44,26 +44,63 @@ func WebhookKeys(list []string) (secrets []string, signing [][]byte, err error) 
 var (
 	errSigHeaders  = errors.New("missing webhook-id, webhook-timestamp or webhook-signature")
 	errSigTime     = errors.New("webhook-timestamp is not a Unix time within 5 minutes of now")
+	errSigForm     = errors.New("webhook-signature holds no v1 signature (v1,<base64 of 32 bytes>)")
 	errSigMismatch = errors.New("no webhook-signature matches the body")
 )
+
+// signatureHeaders checks what of a Standard Webhooks v1 signature can be
+// checked without the body: webhook-id, webhook-timestamp within the
+// tolerance, and at least one well-formed v1 signature. A request that
+// fails it is refused before its body is read.
+func signatureHeaders(h *fasthttp.RequestHeader, now time.Time) (id, ts, sigs []byte, err error) {
+	id, ts, sigs = h.Peek("webhook-id"), h.Peek("webhook-timestamp"), h.Peek("webhook-signature")
+	if len(id) == 0 || len(ts) == 0 || len(sigs) == 0 {
+		return nil, nil, nil, errSigHeaders
+	}
+	sec, err := strconv.ParseInt(string(ts), 10, 64)
+	if err != nil {
+		return nil, nil, nil, errSigTime
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > signatureTolerance || d < -signatureTolerance {
+		return nil, nil, nil, errSigTime
+	}
+	var sig [sha256.Size]byte
+	found := false
+	eachV1Signature(sigs, &sig, func() { found = true })
+	if !found {
+		return nil, nil, nil, errSigForm
+	}
+	return id, ts, sigs, nil
+}
+
+// eachV1Signature decodes every well-formed "v1,<base64>" entry of the
+// space-separated list sigs into *sig and calls fn; the others are
+// skipped.
+func eachV1Signature(sigs []byte, sig *[sha256.Size]byte, fn func()) {
+	var got [sha256.Size + 1]byte
+	for _, vs := range strings.Fields(string(sigs)) {
+		v, b64, found := strings.Cut(vs, ",")
+		if !found || v != "v1" || len(b64) != 44 { // base64 of 32 bytes
+			continue
+		}
+		n, err := base64.StdEncoding.Decode(got[:], []byte(b64))
+		if err != nil || n != sha256.Size {
+			continue
+		}
+		copy(sig[:], got[:n])
+		fn()
+	}
+}
 
 // verifySignature checks the Standard Webhooks v1 headers against every
 // signing key and returns the webhook-id. Every candidate signature is
 // compared with every key in constant time.
 func verifySignature(h *fasthttp.RequestHeader, body []byte, keys [][]byte, now time.Time) (string, error) {
-	id, ts, sigs := h.Peek("webhook-id"), h.Peek("webhook-timestamp"), h.Peek("webhook-signature")
-	if len(id) == 0 || len(ts) == 0 || len(sigs) == 0 {
-		return "", errSigHeaders
-	}
-	sec, err := strconv.ParseInt(string(ts), 10, 64)
+	id, ts, sigs, err := signatureHeaders(h, now)
 	if err != nil {
-		return "", errSigTime
+		return "", err
 	}
-	if d := now.Sub(time.Unix(sec, 0)); d > signatureTolerance || d < -signatureTolerance {
-		return "", errSigTime
-	}
-	var want [sha256.Size]byte
-	var got [sha256.Size + 1]byte
+	var want, got [sha256.Size]byte
 	ok := 0
 	for _, key := range keys {
 		m := hmac.New(sha256.New, key)
@@ -73,19 +110,11 @@ func verifySignature(h *fasthttp.RequestHeader, body []byte, keys [][]byte, now 
 		m.Write([]byte{'.'})
 		m.Write(body)
 		m.Sum(want[:0])
-		for _, vs := range strings.Fields(string(sigs)) {
-			v, sig, found := strings.Cut(vs, ",")
-			if !found || v != "v1" || len(sig) != 44 { // base64 of 32 bytes
-				continue
-			}
-			n, err := base64.StdEncoding.Decode(got[:], []byte(sig))
-			if err != nil || n != sha256.Size {
-				continue
-			}
-			if hmac.Equal(got[:n], want[:]) {
+		eachV1Signature(sigs, &got, func() {
+			if hmac.Equal(got[:], want[:]) {
 				ok = 1
 			}
-		}
+		})
 	}
 	if ok != 1 {
 		return "", errSigMismatch

@@ -26,14 +26,30 @@ func (s *Server) serveWebhook(ctx *fasthttp.RequestCtx) int {
 		ctx.SetConnectionClose()
 		return s.writeError(ctx, ingest.ErrClosed)
 	}
-	deliveryID, msg := s.authenticateWebhook(ctx)
-	if msg != "" {
-		src := s.source(ctx)
-		if code, ok := s.throttled(ctx, src); ok {
-			return code
+	// Authenticate from the headers first: a request refused here never
+	// has its body read (the gate then closes the connection).
+	h := &ctx.Request.Header
+	useSig := s.usesSignature(h)
+	if msg := s.webhookHeaderAuth(h, useSig); msg != "" {
+		return s.refuseWebhook(ctx, msg)
+	}
+	// A signature is verified over the body, so plausible signature
+	// headers get it read even from a client the throttle blocks: a valid
+	// sender behind the address of an attacker is never refused for the
+	// attacker's failures. The in-flight body bound caps what forged
+	// signatures can make fleetd hold.
+	held, status := s.readBody(ctx)
+	if status != 0 {
+		return status
+	}
+	defer s.releaseBody(ctx, held)
+	var deliveryID string
+	if useSig {
+		id, err := verifySignature(h, ctx.PostBody(), s.signing, s.now())
+		if err != nil {
+			return s.refuseWebhook(ctx, err.Error())
 		}
-		s.throttle.Fail(src)
-		return writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", msg)
+		deliveryID = id
 	}
 	if deliveryID != "" && !fleet.ValidID(deliveryID) {
 		return writeErrorBody(ctx, fasthttp.StatusBadRequest, "invalid_request", "webhook-id must be 1-128 characters of [A-Za-z0-9._:@-]")
@@ -92,26 +108,41 @@ func (s *Server) serveWebhook(ctx *fasthttp.RequestCtx) int {
 	return fasthttp.StatusOK
 }
 
-// authenticateWebhook applies the configured mode and returns the
-// webhook-id of a verified signature (or ""), or the reason for a 401.
-func (s *Server) authenticateWebhook(ctx *fasthttp.RequestCtx) (deliveryID, reject string) {
-	h := &ctx.Request.Header
-	useSig := s.cfg.WebhookAuth == AuthSignature ||
+// usesSignature reports whether the request is authenticated by a
+// Standard Webhooks signature (else by x-webhook-secret).
+func (s *Server) usesSignature(h *fasthttp.RequestHeader) bool {
+	return s.cfg.WebhookAuth == AuthSignature ||
 		s.cfg.WebhookAuth == AuthAny && len(h.Peek("webhook-signature")) > 0
+}
+
+// webhookHeaderAuth applies the configured mode to what the headers alone
+// can tell, and returns the reason for a 401, or "". With a shared secret
+// that is the whole check; a signature is verified over the body later.
+func (s *Server) webhookHeaderAuth(h *fasthttp.RequestHeader, useSig bool) string {
 	if useSig {
-		id, err := verifySignature(h, ctx.PostBody(), s.signing, s.now())
-		if err != nil {
-			return "", err.Error()
+		if _, _, _, err := signatureHeaders(h, s.now()); err != nil {
+			return err.Error()
 		}
-		return id, ""
+		return ""
 	}
 	if !s.secretMatches(h.Peek("x-webhook-secret")) {
 		if s.cfg.WebhookAuth == AuthAny {
-			return "", "missing or wrong x-webhook-secret or webhook-signature"
+			return "missing or wrong x-webhook-secret or webhook-signature"
 		}
-		return "", "missing or wrong x-webhook-secret"
+		return "missing or wrong x-webhook-secret"
 	}
-	return "", ""
+	return ""
+}
+
+// refuseWebhook answers a failed authentication: 429 while the client is
+// throttled, else 401, counted as a failure.
+func (s *Server) refuseWebhook(ctx *fasthttp.RequestCtx, msg string) int {
+	src := s.source(ctx)
+	if code, ok := s.throttled(ctx, src); ok {
+		return code
+	}
+	s.throttle.Fail(src)
+	return writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", msg)
 }
 
 // secretMatches compares got with every configured secret in constant

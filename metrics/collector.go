@@ -59,11 +59,21 @@ func statusIndex(s string) int {
 // again: every scrape (each few seconds) would flood the log.
 const failureLogEvery = time.Minute
 
+// ShareFor is how long the series of one read of the fleet state answer
+// further scrapes: concurrent scrapes (several Prometheus servers, a
+// dashboard, a curl loop) share one store read, the one in flight or one
+// that ended at most this long ago.
+const ShareFor = time.Second
+
 // FleetCollector is a prometheus.Collector that reads the fleet state of every
 // known workspace from a fleet.StatsReader at scrape time, so that any number
 // of fleetd replicas report the same truth, and exports it as const metrics.
-// It never mirrors store state into gauges. It is safe for concurrent use;
-// concurrent scrapes each read the store.
+// It never mirrors store state into gauges. It is safe for concurrent use.
+// Concurrent scrapes share one read of the store and the series built from
+// it: a scrape that starts while a read is in flight waits for it, and one
+// that starts within ShareFor of the end of a successful read gets its
+// series (a failed read is shared only by the scrapes that waited for it),
+// so neither the store nor fleetd's memory pays per scrape.
 //
 // Exported per workspace, zeros included: fleet_devices, fleet_devices_online,
 // fleet_sessions_live (gauges), fleet_session_seconds_total and
@@ -108,6 +118,21 @@ type FleetCollector struct {
 	failures  int       // consecutive failed collections
 	lastWarn  time.Time // when the last failure was logged
 	warnEvery time.Duration
+
+	shareFor time.Duration
+	smu      sync.Mutex
+	inflight *fleetRead // the read in flight, if any
+	last     *fleetRead // the last successful read
+}
+
+// fleetRead is one read of the fleet state and the series built from it.
+// Once done is closed it is immutable, and so are its const metrics: any
+// number of scrapes may send them at once.
+type fleetRead struct {
+	done    chan struct{}
+	metrics []prometheus.Metric
+	ok      bool
+	ended   time.Time
 }
 
 // NewFleetCollector returns a collector of the fleet state read from r. At
@@ -121,7 +146,7 @@ func NewFleetCollector(r fleet.StatsReader, maxWorkspaces int, log *slog.Logger)
 	}
 	ws := []string{"workspace"}
 	return &FleetCollector{
-		r: r, max: maxWorkspaces, log: log, timeout: CollectTimeout, warnEvery: failureLogEvery,
+		r: r, max: maxWorkspaces, log: log, timeout: CollectTimeout, warnEvery: failureLogEvery, shareFor: ShareFor,
 		devices: prometheus.NewDesc("fleet_devices",
 			"Registered devices of the workspace.", ws, nil),
 		online: prometheus.NewDesc("fleet_devices_online",
@@ -179,29 +204,78 @@ func (t *totals) merge(o *totals) {
 	}
 }
 
-// Collect implements prometheus.Collector. It reads the store once.
+// Collect implements prometheus.Collector. It sends the series of a shared
+// read of the store (see FleetCollector).
 func (c *FleetCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.shared().metrics {
+		ch <- m
+	}
+}
+
+// shared returns the read in flight, or the last successful one if it
+// ended within shareFor, or else makes a new read.
+func (c *FleetCollector) shared() *fleetRead {
+	c.smu.Lock()
+	if r := c.last; r != nil && time.Since(r.ended) < c.shareFor {
+		c.smu.Unlock()
+		return r
+	}
+	if r := c.inflight; r != nil {
+		c.smu.Unlock()
+		<-r.done
+		return r
+	}
+	r := &fleetRead{done: make(chan struct{})}
+	c.inflight = r
+	c.smu.Unlock()
+	// Even a panicking read must release the scrapes waiting on it.
+	defer func() {
+		r.ended = time.Now()
+		c.smu.Lock()
+		c.inflight = nil
+		c.last = nil
+		if r.ok {
+			c.last = r
+		}
+		c.smu.Unlock()
+		close(r.done)
+	}()
+	r.metrics, r.ok = c.read()
+	return r
+}
+
+// read reads the store once and builds the series of one scrape.
+func (c *FleetCollector) read() (out []prometheus.Metric, ok bool) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	stats, err := c.r.Stats(ctx)
 	cancel()
 	if err != nil {
 		c.failed(err)
-		ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0)
-		ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds())
-		return
+		return []prometheus.Metric{
+			prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 0),
+			prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds()),
+		}, false
 	}
 	c.succeeded()
-	known, overflowed := c.emit(ch, stats)
-	ch <- prometheus.MustNewConstMetric(c.workspaces, prometheus.GaugeValue, float64(known))
-	ch <- prometheus.MustNewConstMetric(c.overflowedCount, prometheus.GaugeValue, float64(overflowed))
-	ch <- prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1)
-	ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds())
+	named := len(stats)
+	if c.max >= 0 {
+		named = min(named, c.max+1)
+	}
+	out = make([]prometheus.Metric, 0, 4+6*named) // about 6 series a workspace
+	known, overflowed := c.emit(&out, stats)
+	out = append(out,
+		prometheus.MustNewConstMetric(c.workspaces, prometheus.GaugeValue, float64(known)),
+		prometheus.MustNewConstMetric(c.overflowedCount, prometheus.GaugeValue, float64(overflowed)),
+		prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1),
+		prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds()))
+	return out, true
 }
 
-// emit sends the fleet series of stats and returns how many distinct
-// workspaces there were and how many of them went into the overflow sum.
-func (c *FleetCollector) emit(ch chan<- prometheus.Metric, stats []fleet.WorkspaceStats) (known, overflowed int) {
+// emit appends the fleet series of stats to out and returns how many
+// distinct workspaces there were and how many of them went into the
+// overflow sum.
+func (c *FleetCollector) emit(out *[]prometheus.Metric, stats []fleet.WorkspaceStats) (known, overflowed int) {
 	// Sort pointers, not the reader's slice: it may be shared.
 	ps := make([]*fleet.WorkspaceStats, len(stats))
 	for i := range stats {
@@ -228,22 +302,23 @@ func (c *FleetCollector) emit(ch chan<- prometheus.Metric, stats []fleet.Workspa
 			continue
 		}
 		named++
-		c.emitWorkspace(ch, name, &t)
+		c.emitWorkspace(out, name, &t)
 	}
 	if overflowed > 0 {
-		c.emitWorkspace(ch, OverflowWorkspace, &over)
+		c.emitWorkspace(out, OverflowWorkspace, &over)
 	}
 	return known, overflowed
 }
 
-func (c *FleetCollector) emitWorkspace(ch chan<- prometheus.Metric, ws string, t *totals) {
-	ch <- prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(t.devices), ws)
-	ch <- prometheus.MustNewConstMetric(c.online, prometheus.GaugeValue, float64(t.online), ws)
-	ch <- prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(t.live), ws)
-	ch <- prometheus.MustNewConstMetric(c.seconds, prometheus.CounterValue, float64(t.seconds), ws)
+func (c *FleetCollector) emitWorkspace(out *[]prometheus.Metric, ws string, t *totals) {
+	*out = append(*out,
+		prometheus.MustNewConstMetric(c.devices, prometheus.GaugeValue, float64(t.devices), ws),
+		prometheus.MustNewConstMetric(c.online, prometheus.GaugeValue, float64(t.online), ws),
+		prometheus.MustNewConstMetric(c.live, prometheus.GaugeValue, float64(t.live), ws),
+		prometheus.MustNewConstMetric(c.seconds, prometheus.CounterValue, float64(t.seconds), ws))
 	for i, n := range t.ended {
 		if i == 0 || n != 0 {
-			ch <- prometheus.MustNewConstMetric(c.ended, prometheus.CounterValue, float64(n), ws, statusLabels[i])
+			*out = append(*out, prometheus.MustNewConstMetric(c.ended, prometheus.CounterValue, float64(n), ws, statusLabels[i]))
 		}
 	}
 }

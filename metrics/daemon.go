@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"net/http"
 	"strconv"
 	"sync"
 
@@ -12,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 )
 
 // NewRegistry returns a registry with the Go and process collectors.
@@ -22,10 +22,17 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Handler serves the registry in the Prometheus exposition format. /metrics
-// is a cold path, so the net/http adaptor is fine.
+// Handler serves the registry in the Prometheus exposition format.
+// Concurrent scrapes share one rendering (see sharedHandler): one scrape
+// of 10,000 workspaces is a few megabytes of text to gather, encode and
+// compress, which must not be paid per scraper.
 func Handler(reg *prometheus.Registry) fasthttp.RequestHandler {
-	return fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return newSharedHandler(promHandler(reg)).serve
+}
+
+// promHandler renders reg, as a net/http handler.
+func promHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
 // Webhook are the webhook's own metrics. Counters for each event type and

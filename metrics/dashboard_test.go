@@ -177,6 +177,7 @@ func TestDashboardMetricNames(t *testing.T) {
 	metrics.NewIngest(&rec, func() float64 { return 0 }, 1)
 	metrics.NewRedis(&rec)
 	metrics.NewInFlight(&rec)
+	metrics.NewLimits(&rec)
 	rec.MustRegister(metrics.NewFleetCollector(nil, 1, nil), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	known := map[string]bool{}
 	for _, d := range rec.descs {

@@ -114,38 +114,27 @@ func (r *Redis) Observe(op string, d time.Duration, err error) {
 	}
 }
 
-// InFlight counts the HTTP requests being handled now and the bytes of
-// their bodies: what the daemon holds in memory for its clients, bounded by
-// --concurrency × --max-body-bytes.
+// InFlight counts the HTTP requests being handled now. (The bytes of
+// their bodies that fleetd holds are fleetd_request_body_bytes_in_flight,
+// counted where bodies are read: Limits.)
 type InFlight struct {
 	requests atomic.Int64
-	bytes    atomic.Int64
 }
 
-// NewInFlight registers fleetd_requests_in_flight and
-// fleetd_request_body_bytes_in_flight.
+// NewInFlight registers fleetd_requests_in_flight.
 func NewInFlight(reg prometheus.Registerer) *InFlight {
 	f := &InFlight{}
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fleetd_requests_in_flight", Help: "HTTP requests being handled now (webhook, REST API, metrics, health).",
-		}, func() float64 { return float64(f.requests.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "fleetd_request_body_bytes_in_flight", Help: "Bytes of the bodies (by Content-Length) of the HTTP requests being handled now.",
-		}, func() float64 { return float64(f.bytes.Load()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "fleetd_requests_in_flight", Help: "HTTP requests being handled now (webhook, REST API, metrics, health).",
+	}, func() float64 { return float64(f.requests.Load()) }))
 	return f
 }
 
 // Wrap counts the requests that h handles.
 func (f *InFlight) Wrap(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
-		n := int64(max(ctx.Request.Header.ContentLength(), 0))
 		f.requests.Add(1)
-		f.bytes.Add(n)
-		defer func() {
-			f.requests.Add(-1)
-			f.bytes.Add(-n)
-		}()
+		defer f.requests.Add(-1)
 		h(ctx)
 	}
 }

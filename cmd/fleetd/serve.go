@@ -29,6 +29,7 @@ type serveConfig struct {
 	webhookSecret    string
 	webhookAuth      string
 	maxBodyBytes     int
+	maxInflightBody  int64
 	maxBatch         int
 	ingestTimeout    time.Duration
 	queueEvents      int
@@ -45,6 +46,7 @@ type serveConfig struct {
 	keyCacheTTL      time.Duration
 	authFailBurst    int
 	authFailRefill   time.Duration
+	throttledLookups int
 	clientIPHeader   string
 	maxWorkspaces    int
 	logLevel         string
@@ -65,6 +67,7 @@ and a demo API key.`
 	fs.StringVar(&c.webhookSecret, "webhook-secret", "", "comma-separated list: shared x-webhook-secret values and whsec_ Standard Webhooks signing keys, several of each for rotation; required with Redis configured, generated and printed in embedded mode")
 	fs.StringVar(&c.webhookAuth, "webhook-auth", api.AuthSecret, "webhook authentication: secret (x-webhook-secret), signature (Standard Webhooks v1 with the whsec_ keys of --webhook-secret) or any (either)")
 	fs.IntVar(&c.maxBodyBytes, "max-body-bytes", 1<<20, "largest accepted request body in bytes; larger → 413")
+	fs.Int64Var(&c.maxInflightBody, "max-inflight-body-bytes", 64<<20, "most bytes of request bodies held at once; a request past it → 503 with Retry-After before its body is read; at least --max-body-bytes; 0: no limit")
 	fs.IntVar(&c.maxBatch, "max-batch", 1000, "most events in one webhook request; more → 400")
 	fs.DurationVar(&c.ingestTimeout, "ingest-timeout", time.Second, "bound of a webhook request from decode to commit; past it → 503 with Retry-After")
 	fs.IntVar(&c.queueEvents, "queue-events", 100000, "most events waiting for a commit; beyond it → 429 with Retry-After")
@@ -81,6 +84,7 @@ and a demo API key.`
 	fs.DurationVar(&c.keyCacheTTL, "key-cache-ttl", 2*time.Second, "how long a resolved API key is trusted; a revoked key is refused within this time")
 	fs.IntVar(&c.authFailBurst, "auth-fail-burst", 20, "failed authentications (bad API key or webhook secret) allowed per client before 429; 0 disables the throttle")
 	fs.DurationVar(&c.authFailRefill, "auth-fail-refill", time.Second, "one failed authentication is forgiven per client every this long")
+	fs.IntVar(&c.throttledLookups, "auth-throttled-lookups", 20, "API keys per second a client blocked by the failed-auth throttle may still have looked up, so a valid key behind an attacker's address keeps working; keys found valid before are always looked up; 0: none")
 	fs.StringVar(&c.clientIPHeader, "client-ip-header", "", "header whose first address identifies the client (e.g. X-Forwarded-For), only behind a proxy that sets it; default: the connection's address")
 	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060) for CPU and allocation profiles; never expose it")
@@ -167,6 +171,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	wm := metrics.NewWebhook(reg)
 	am := metrics.NewAPI(reg)
+	lm := metrics.NewLimits(reg)
 	registerFleetCollector(reg, store, c.maxWorkspaces, log)
 
 	if c.commitWorkers <= 0 {
@@ -189,6 +194,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		WebhookSecrets: secrets, WebhookAuth: c.webhookAuth, MaxBatch: c.maxBatch, IngestTimeout: c.ingestTimeout, KeyCacheTTL: c.keyCacheTTL,
 		AuthFailBurst: c.authFailBurst, AuthFailRefill: c.authFailRefill, ClientIPHeader: c.clientIPHeader,
 		RedisMode: redisMode(embedded != nil, &c.redis), Queued: batcher.Queued, Started: started,
+		MaxBodyBytes: c.maxBodyBytes, MaxInflightBodyBytes: c.maxInflightBody, ThrottledLookups: c.throttledLookups, Limits: lm,
 	}
 	if err := api.CheckConfig(apiCfg); err != nil {
 		batcher.Close()
@@ -212,6 +218,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		SecureErrorLogMessage: true,
 		Logger:                fasthttpLogger{log},
 	}
+	srv.StreamBodies(hs) // bodies are read by the handlers, once authenticated
 	tcpln, err := net.Listen("tcp", c.addr)
 	if err != nil {
 		batcher.Close()
