@@ -154,11 +154,14 @@ func (e hev) event(prefix string, base int64) fleet.Event {
 type convBatch struct {
 	Replica int   `json:"replica"`
 	Events  []int `json:"events"`
+	// Step orders batches in steps: every batch of a step is answered
+	// before the next step starts (the generator uses step 0 alone).
+	Step int `json:"step,omitempty"`
 }
 
-// convDelivery is how a history is sent. Sequential: one request after the
-// other, in order. Concurrent: each replica's requests in order, the two
-// replicas at once.
+// convDelivery is how a history is sent, step by step. Sequential: one
+// request after the other, in order. Concurrent: each replica's requests
+// of a step in order, the two replicas at once.
 type convDelivery struct {
 	Name       string      `json:"name"`
 	Concurrent bool        `json:"concurrent"`
@@ -445,31 +448,46 @@ func (h *convHarness) deliver(r *convRun) error {
 	for _, b := range r.c.Delivery.Batches {
 		h.events.Add(int64(len(b.Events)))
 	}
-	if !r.c.Delivery.Concurrent {
-		for _, b := range r.c.Delivery.Batches {
-			if err := h.post(b.Replica, body(b), len(b.Events)); err != nil {
-				return err
-			}
+	batches := r.c.Delivery.Batches
+	for len(batches) > 0 {
+		n := 1
+		for n < len(batches) && batches[n].Step == batches[0].Step {
+			n++
 		}
-		return nil
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for rep := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, b := range r.c.Delivery.Batches {
-				if b.Replica == rep {
-					if errs[rep] = h.post(rep, body(b), len(b.Events)); errs[rep] != nil {
-						return
-					}
+		step := batches[:n]
+		batches = batches[n:]
+		if !r.c.Delivery.Concurrent {
+			for _, b := range step {
+				if err := h.post(b.Replica, body(b), len(b.Events)); err != nil {
+					return err
 				}
 			}
-		}()
+			continue
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		ready := make(chan struct{})
+		for rep := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-ready // both replicas start at once
+				for _, b := range step {
+					if b.Replica == rep {
+						if errs[rep] = h.post(rep, body(b), len(b.Events)); errs[rep] != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+		close(ready)
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return nil
 }
 
 // view is a state flattened to field path → value, for diffing.
@@ -884,14 +902,21 @@ func (h *convHarness) check(c convCase) (diffs []string, report string, err erro
 		return nil, "", err
 	}
 	h.tDeliver.Add(int64(time.Since(t0)))
+	diffs, report, _, err = h.compare(r)
+	return diffs, report, err
+}
+
+// compare reads the run's state and compares it with the model's; it also
+// returns what it read.
+func (h *convHarness) compare(r *convRun) (diffs []string, report string, got view, err error) {
 	o, err := h.observe(r)
 	if err != nil {
-		return nil, "", err
+		return nil, "", nil, err
 	}
 	if diffs = diff(o.v, expect(r, o)); len(diffs) == 0 {
-		return nil, "", nil
+		return nil, "", o.v, nil
 	}
-	return diffs, r.report(diffs), nil
+	return diffs, r.report(diffs), o.v, nil
 }
 
 // report prints a failure: the history as sent, the delivery, the fields.
@@ -915,7 +940,7 @@ func (r *convRun) report(diffs []string) string {
 	}
 	fmt.Fprintf(&b, "delivery: %s, %s:\n", r.c.Delivery.Name, mode)
 	for _, bt := range r.c.Delivery.Batches {
-		fmt.Fprintf(&b, "  replica %d: %v\n", bt.Replica, bt.Events)
+		fmt.Fprintf(&b, "  step %d, replica %d: %v\n", bt.Step, bt.Replica, bt.Events)
 	}
 	fmt.Fprintf(&b, "all %d differences:\n", len(diffs))
 	for _, d := range diffs {
