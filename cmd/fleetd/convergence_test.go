@@ -306,7 +306,8 @@ func genPeriods(t *rapid.T) []convPeriod {
 }
 
 // convHarness is two fleetd replicas on one Redis, shared by every history
-// of a test; each delivery gets its own id prefix, so nothing is flushed.
+// of a test; each delivery gets its own id prefix for workspaces, devices,
+// sessions and delivery ids, so deliveries never see each other's state.
 type convHarness struct {
 	store    *redisstore.Store
 	replicas [2]*daemon
