@@ -3,7 +3,7 @@ GO        ?= go
 STATICCHECK = $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS      = ./...
 
-.PHONY: test deps fmt-check tidy vet staticcheck rules unit cluster fuzz run build bench soak cost clean
+.PHONY: test deps fmt-check tidy vet staticcheck rules unit cluster fuzz model run build bench soak cost clean
 
 test: deps fmt-check tidy vet staticcheck rules unit cluster fuzz
 
@@ -38,6 +38,14 @@ unit:
 CLUSTER_PKGS = ./redisstore ./cmd/fleetd ./api
 cluster:
 	FLEETD_TEST_BACKEND=cluster $(GO) test -race -count=1 -timeout 8m $(CLUSTER_PKGS)
+
+# model runs the convergence property test (cmd/fleetd/convergence_test.go)
+# on N histories (make test runs 200 per backend) on BACKEND, single or
+# cluster; without -race, for speed.
+N       ?= 5000
+BACKEND ?= single
+model: deps
+	FLEETD_TEST_BACKEND=$(BACKEND) FLEETD_MODEL_N=$(N) $(GO) test -count=1 -timeout 0 -v -run 'TestConvergence$$' ./cmd/fleetd
 
 # fuzz runs every fuzz target for FUZZTIME (default 10s) each.
 fuzz:

@@ -16,7 +16,7 @@ import (
 func TestOpenAPIMatchesRouter(t *testing.T) {
 	d := openAPI(t)
 	// Metrics is set so /metrics is routed, as in production.
-	s := MustNew(t, Config{Metrics: metrics.Handler(metrics.NewRegistry())})
+	s := MustNew(t, Config{Metrics: metrics.Handler(metrics.NewRegistry(), metrics.ShareFor)})
 	routed := map[string]bool{}
 	for method, paths := range s.router().List() {
 		for _, p := range paths {

@@ -141,12 +141,19 @@ type fleetRead struct {
 // lifts the cap. log receives collection failures; nil means slog.Default().
 // The collector still has to be registered, e.g. reg.MustRegister(c).
 func NewFleetCollector(r fleet.StatsReader, maxWorkspaces int, log *slog.Logger) *FleetCollector {
+	return NewFleetCollectorSharing(r, maxWorkspaces, ShareFor, log)
+}
+
+// NewFleetCollectorSharing is NewFleetCollector with the time that one
+// successful read answers later scrapes (0: only scrapes that arrive while
+// it is in flight).
+func NewFleetCollectorSharing(r fleet.StatsReader, maxWorkspaces int, shareFor time.Duration, log *slog.Logger) *FleetCollector {
 	if log == nil {
 		log = slog.Default()
 	}
 	ws := []string{"workspace"}
 	return &FleetCollector{
-		r: r, max: maxWorkspaces, log: log, timeout: CollectTimeout, warnEvery: failureLogEvery, shareFor: ShareFor,
+		r: r, max: maxWorkspaces, log: log, timeout: CollectTimeout, warnEvery: failureLogEvery, shareFor: shareFor,
 		devices: prometheus.NewDesc("fleet_devices",
 			"Registered devices of the workspace.", ws, nil),
 		online: prometheus.NewDesc("fleet_devices_online",

@@ -4,6 +4,8 @@
 package metrics
 
 import (
+	"time"
+
 	"net/http"
 	"strconv"
 	"sync"
@@ -25,9 +27,12 @@ func NewRegistry() *prometheus.Registry {
 // Handler serves the registry in the Prometheus exposition format.
 // Concurrent scrapes share one rendering (see sharedHandler): one scrape
 // of 10,000 workspaces is a few megabytes of text to gather, encode and
-// compress, which must not be paid per scraper.
-func Handler(reg *prometheus.Registry) fasthttp.RequestHandler {
-	return newSharedHandler(promHandler(reg)).serve
+// compress, which must not be paid per scraper. A rendering that ended
+// less than shareFor ago answers too (0: only one in flight).
+func Handler(reg *prometheus.Registry, shareFor time.Duration) fasthttp.RequestHandler {
+	h := newSharedHandler(promHandler(reg))
+	h.shareFor = shareFor
+	return h.serve
 }
 
 // promHandler renders reg, as a net/http handler.

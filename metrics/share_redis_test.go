@@ -40,7 +40,7 @@ func TestConcurrentScrapesShareOneRead(t *testing.T) {
 	reads := &countedReads{StatsReader: MustOpenStore(t, srv, 0)}
 	reg := metrics.NewRegistry()
 	reg.MustRegister(metrics.NewFleetCollector(reads, workspaces, slog.New(slog.DiscardHandler)))
-	h := metrics.Handler(reg)
+	h := metrics.Handler(reg, metrics.ShareFor)
 	scrape := func() []byte {
 		var ctx fasthttp.RequestCtx
 		ctx.Request.SetRequestURI("/metrics")

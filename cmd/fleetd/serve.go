@@ -49,6 +49,7 @@ type serveConfig struct {
 	throttledLookups int
 	clientIPHeader   string
 	maxWorkspaces    int
+	metricsShare     time.Duration
 	logLevel         string
 	debugAddr        string
 	logFormat        string
@@ -87,6 +88,7 @@ and a demo API key.`
 	fs.IntVar(&c.throttledLookups, "auth-throttled-lookups", 20, "API keys per second a client blocked by the failed-auth throttle may still have looked up, so a valid key behind an attacker's address keeps working; keys found valid before are always looked up; 0: none")
 	fs.StringVar(&c.clientIPHeader, "client-ip-header", "", "header whose first address identifies the client (e.g. X-Forwarded-For), only behind a proxy that sets it; default: the connection's address")
 	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
+	fs.DurationVar(&c.metricsShare, "metrics-share", metrics.ShareFor, "a scrape of /metrics that ended less than this ago answers later scrapes too (0: only scrapes that arrive while one is in flight share it)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060) for CPU and allocation profiles; never expose it")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -172,7 +174,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	wm := metrics.NewWebhook(reg)
 	am := metrics.NewAPI(reg)
 	lm := metrics.NewLimits(reg)
-	registerFleetCollector(reg, store, c.maxWorkspaces, log)
+	registerFleetCollector(reg, store, c.maxWorkspaces, c.metricsShare, log)
 
 	if c.commitWorkers <= 0 {
 		c.commitWorkers = 1
@@ -190,7 +192,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	inflight := metrics.NewInFlight(reg)
 	apiCfg := api.Config{
 		Reader: store, Keys: store, Ingest: batcher, Webhook: wm, API: am,
-		Metrics: metrics.Handler(reg), Ready: ready.Check, Log: log,
+		Metrics: metrics.Handler(reg, c.metricsShare), Ready: ready.Check, Log: log,
 		WebhookSecrets: secrets, WebhookAuth: c.webhookAuth, MaxBatch: c.maxBatch, IngestTimeout: c.ingestTimeout, KeyCacheTTL: c.keyCacheTTL,
 		AuthFailBurst: c.authFailBurst, AuthFailRefill: c.authFailRefill, ClientIPHeader: c.clientIPHeader,
 		RedisMode: redisMode(embedded != nil, &c.redis), Queued: batcher.Queued, Started: started,

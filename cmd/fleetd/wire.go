@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/internal/cli"
@@ -16,8 +17,8 @@ import (
 )
 
 // registerFleetCollector adds the scrape-time fleet collector.
-func registerFleetCollector(reg *prometheus.Registry, r fleet.StatsReader, maxWorkspaces int, log *slog.Logger) {
-	reg.MustRegister(metrics.NewFleetCollector(r, maxWorkspaces, log))
+func registerFleetCollector(reg *prometheus.Registry, r fleet.StatsReader, maxWorkspaces int, shareFor time.Duration, log *slog.Logger) {
+	reg.MustRegister(metrics.NewFleetCollectorSharing(r, maxWorkspaces, shareFor, log))
 }
 
 // loadtestCmd runs the load test. Its verifier needs an API key per

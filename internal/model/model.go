@@ -7,9 +7,9 @@
 // The rules, in the words of the README ("How fleetd decides"):
 //
 //   - Placement. A device's registrations and deletes are ordered by ts;
-//     equal ts are broken by: a delete before a registration loses to the
-//     delete (the delete wins), then the greater workspace id, then the
-//     greater name, os and user (byte order). The greatest one decides:
+//     equal ts are broken by: a delete wins over a registration, then the
+//     greater workspace id, then the greater name, os and user (byte
+//     order). The greatest one decides:
 //     a registration puts the device in its workspace with its name, os and
 //     user; a delete removes it.
 //   - Home. The workspace of a device at time t is that of the greatest
