@@ -483,10 +483,8 @@ func (s *Store) place(ctx context.Context, events []fleet.Event, work []int, res
 	if err := s.exec(ctx, calls); err != nil {
 		return err
 	}
-	if s.hookAfterPlace != nil {
-		if err := s.hookAfterPlace(); err != nil {
-			return err
-		}
+	if err := s.step("placed"); err != nil {
+		return err
 	}
 	var rs []*recon
 	for _, c := range calls {
@@ -748,7 +746,21 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 		}
 		c.args = append(c.args, r.device, on, ot, ls)
 	}
-	return rus, s.exec(ctx, adopts)
+	if err := s.step("synced"); err != nil {
+		return nil, err
+	}
+	if err := s.exec(ctx, adopts); err != nil {
+		return nil, err
+	}
+	return rus, s.step("adopted")
+}
+
+// step runs the test hook after a step of a placement or a move.
+func (s *Store) step(name string) error {
+	if s.hookStep == nil {
+		return nil
+	}
+	return s.hookStep(name)
 }
 
 // reunion is a device whose sessions may have copies in several places.
@@ -798,6 +810,7 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 		type copies struct {
 			live    map[string]sessionRecord // workspace → counted copy
 			raw     map[string]string
+			moving  map[string]string // workspace → tombstone not yet settled
 			joined  sessionRecord
 			any     bool
 			pending string // the kept copy, as read
@@ -837,6 +850,11 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 			switch {
 			case rd.ws == "":
 				c.pending = raw
+			case rec.Tomb && !rec.Settled:
+				if c.moving == nil {
+					c.moving = map[string]string{}
+				}
+				c.moving[rd.ws] = raw
 			case !rec.Tomb:
 				if c.live == nil {
 					c.live, c.raw = map[string]sessionRecord{}, map[string]string{}
@@ -846,8 +864,8 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 		}
 		// Decide, per session: whole at home already, or a move to make.
 		var next []item
-		var tombs, merges, stashes, unpends []*call
-		tombBy, mergeBy := map[string]*call{}, map[string]*call{}
+		var tombs, merges, stashes, unpends, settles []*call
+		tombBy, mergeBy, settleBy := map[string]*call{}, map[string]*call{}, map[string]*call{}
 		stashBy, unpendBy := map[uint32]*call{}, map[uint32]*call{}
 		add := func(calls *[]*call, by map[string]*call, sc *redis.Script, ws string, args ...any) *call {
 			c := by[ws]
@@ -875,6 +893,16 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 				whole = whole && c.live[home].Device != "" && sameSession(c.raw[home], c.joined)
 			}
 			if whole {
+				// Seen whole at home: the tombstones elsewhere are done.
+				for ws, raw := range c.moving {
+					sc := settleBy[ws]
+					if sc == nil {
+						sc = &call{script: settleScript, keys: []string{wsDevKey(ws)}}
+						settleBy[ws] = sc
+						settles = append(settles, sc)
+					}
+					sc.args = append(sc.args, it.sid, it.r.device, raw)
+				}
 				continue
 			}
 			next = append(next, it)
@@ -901,6 +929,9 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 			m.devs = append(m.devs, it.r.device)
 			m.sess = append(m.sess, c.pending) // dropped once the home has it
 		}
+		if err := s.exec(ctx, settles); err != nil {
+			return err
+		}
 		if len(next) == 0 {
 			return nil
 		}
@@ -909,7 +940,13 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 		if err := s.exec(ctx, tombs); err != nil {
 			return err
 		}
+		if err := s.step("tombstoned"); err != nil {
+			return err
+		}
 		if err := s.exec(ctx, append(merges, stashes...)); err != nil {
+			return err
+		}
+		if err := s.step("merged"); err != nil {
 			return err
 		}
 		var lagging []*recon
@@ -967,7 +1004,7 @@ func sameSession(raw string, joined sessionRecord) bool {
 	if !ok {
 		return false
 	}
-	rec.Tomb, rec.TombHome = false, ""
+	rec.Tomb, rec.TombHome, rec.Settled = false, "", false
 	rec.Written, rec.hasWritten = 0, false
 	joined.Written, joined.hasWritten = 0, false
 	return rec == joined

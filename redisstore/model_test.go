@@ -412,3 +412,84 @@ func TestStoreConvergenceRegressions(t *testing.T) {
 		})
 	}
 }
+
+// A crash after any step of a placement (or of the session moves it
+// causes) heals when the placement is redelivered: the state then equals
+// the model's. Each case delivers its history but the last event, then
+// the last event with a crash after the step, then the last event again.
+func TestCrashBetweenStepsHeals(t *testing.T) {
+	b := newBackend(t)
+	s := b.open(t)
+	at := func(min int) int64 { return ms(t0) - 2*3600*1000 + int64(min)*60000 }
+	regAt := func(d, ws string, m int) fleet.Event {
+		return fleet.Event{Type: fleet.EventDeviceRegistered, DeviceID: d, WorkspaceID: ws, Name: "n", OS: "Linux", TS: at(m), DurationSec: -1}
+	}
+	cases := map[string][]fleet.Event{
+		// A move with presence, an ended and a live session in the old home.
+		"move": {regAt("d", "w0", 0), {Type: fleet.EventOnlineChanged, DeviceID: "d", Online: true, TS: at(1), DurationSec: -1},
+			{Type: fleet.EventSessionStarted, DeviceID: "d", SessionID: "s1", TS: at(2), DurationSec: -1},
+			{Type: fleet.EventSessionEnded, DeviceID: "d", SessionID: "s1", Status: "success", TS: at(5), DurationSec: -1},
+			{Type: fleet.EventSessionStarted, DeviceID: "d", SessionID: "s2", TS: at(20), DurationSec: -1},
+			regAt("d", "w1", 10)},
+		// A registration older than sessions already homed: they move.
+		"late registration": {regAt("d", "w0", 30), {Type: fleet.EventSessionStarted, DeviceID: "d", SessionID: "s1", TS: at(10), DurationSec: -1},
+			{Type: fleet.EventSessionEnded, DeviceID: "d", SessionID: "s1", Status: "failed", TS: at(12), DurationSec: 60},
+			{Type: fleet.EventSessionStarted, DeviceID: "d", SessionID: "s2", TS: at(35), DurationSec: -1},
+			regAt("d", "w1", 5)},
+		// Kept events of a device that registers at last.
+		"kept events": {{Type: fleet.EventOnlineChanged, DeviceID: "d", Online: true, TS: at(1), DurationSec: -1},
+			{Type: fleet.EventSessionEnded, DeviceID: "d", SessionID: "s1", Status: "success", TS: at(5), DurationSec: 120},
+			regAt("d", "w2", 0)},
+		// A delete with a live session: its end waits for no one.
+		"delete": {regAt("d", "w0", 0), {Type: fleet.EventSessionStarted, DeviceID: "d", SessionID: "s1", TS: at(2), DurationSec: -1},
+			{Type: fleet.EventSessionStarted, DeviceID: "d", SessionID: "s2", TS: at(12), DurationSec: -1},
+			{Type: fleet.EventDeviceDeleted, DeviceID: "d", TS: at(10), DurationSec: -1}},
+	}
+	crash := errors.New("crash")
+	n := 0
+	for name, evs := range cases {
+		for _, step := range []string{"placed", "synced", "adopted", "tombstoned", "merged"} {
+			t.Run(name+"/after "+step, func(t *testing.T) {
+				n++
+				p := fmt.Sprintf("crash%d-", n)
+				pe := prefixed(evs, p)
+				last := pe[len(pe)-1]
+				if err := s.Apply(context.Background(), pe[:len(pe)-1], make([]fleet.Result, len(pe)-1)); err != nil {
+					t.Fatal(err)
+				}
+				crashed := false
+				s.hookStep = func(st string) error {
+					if st == step && !crashed {
+						crashed = true
+						return crash
+					}
+					return nil
+				}
+				err := s.Apply(context.Background(), []fleet.Event{last}, make([]fleet.Result, 1))
+				s.hookStep = nil
+				if crashed != errors.Is(err, crash) {
+					t.Fatalf("apply: %v (crashed %v)", err, crashed)
+				}
+				if !crashed {
+					t.Skipf("this placement has no step %q", step)
+				}
+				if err := s.Apply(context.Background(), []fleet.Event{last}, make([]fleet.Result, 1)); err != nil {
+					t.Fatal(err)
+				}
+				wss := []string{p + "w0", p + "w1", p + "w2"}
+				from, to := at(-60), ms(t0)+3600*1000
+				want := model.Run(pe, ms(t0), model.Config{LiveBound: DefaultLiveSessionBound})
+				gd, gs, gf, gu := observed(t, s, wss, from, to)
+				wd, ws, wf, wu := expected(want, wss, from, to)
+				for _, c := range []struct {
+					what      string
+					got, want any
+				}{{"devices", gd, wd}, {"sessions", gs, ws}, {"fleet series", gf, wf}, {"usage", gu, wu}} {
+					if diff := firstDifference(c.got, c.want); diff != "" {
+						t.Fatalf("after the redelivery, %s differ: %s", c.what, diff)
+					}
+				}
+			})
+		}
+	}
+}

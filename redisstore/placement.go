@@ -68,10 +68,6 @@ func (h history) owner() string {
 	return h[len(h)-1].ws
 }
 
-// simple reports whether the history is one registration: the device's
-// home is its workspace for all time, and the scripts need no history.
-func (h history) simple() bool { return len(h) == 1 && !h[0].del }
-
 // home is the device's workspace at time t: that of the greatest placement
 // at or before t when it is a registration, else that of the first
 // registration after t (the greatest placement of each instant counting);

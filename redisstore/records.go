@@ -77,12 +77,14 @@ type sessionRecord struct {
 	Status     string
 	Tomb       bool
 	TombHome   string
+	Settled    bool // a tombstone whose home was seen to hold it all
 	hasWritten bool
 }
 
 func parseSession(raw string) (sessionRecord, bool) {
 	var s sessionRecord
-	if strings.HasPrefix(raw, "~") {
+	if strings.HasPrefix(raw, "~") || strings.HasPrefix(raw, "=") {
+		s.Settled = raw[0] == '='
 		c := strings.IndexByte(raw, ',')
 		if c < 0 {
 			return s, false
@@ -138,7 +140,7 @@ func (s sessionRecord) at() int64 {
 // earliest start and the winning end (endAfter).
 func (s sessionRecord) join(o sessionRecord) sessionRecord {
 	r := s
-	r.Tomb, r.TombHome = false, ""
+	r.Tomb, r.TombHome, r.Settled = false, "", false
 	if r.Device == "" {
 		r.Device = o.Device
 	}

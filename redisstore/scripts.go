@@ -82,6 +82,7 @@ var (
 	adoptScript      = script("adopt")
 	mergeScript      = script("merge")
 	tombScript       = script("tomb")
+	settleScript     = script("settle")
 	sweepScript      = script("sweep")
 	forgetScript     = script("forget")
 	devicesScript    = script("devices")
@@ -94,4 +95,4 @@ var (
 )
 
 var allScripts = []*redis.Script{applyScript, keepScript, stashScript, placeScript, unpendScript, unkeepScript, syncScript, adoptScript, mergeScript,
-	tombScript, sweepScript, forgetScript, devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}
+	tombScript, settleScript, sweepScript, forgetScript, devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}

@@ -72,9 +72,10 @@ type Store struct {
 	// refuse, set by tests only, makes validate refuse an event, as for a
 	// value the decoder let through.
 	refuse func(*fleet.Event) error
-	// hookAfterPlace, set by tests only, runs in a placement between the
-	// index step and the workspaces' (an error stands for a crash there).
-	hookAfterPlace func() error
+	// hookStep, set by tests only, runs after each step of a placement or
+	// of a session's move ("placed", "synced", "adopted", "tombstoned",
+	// "merged"); an error stands for a crash there.
+	hookStep func(step string) error
 }
 
 // reloadTopology refreshes the cluster's slot map after a node stopped
@@ -316,7 +317,7 @@ func opOf(ctx context.Context, cmd redis.Cmder) string {
 // keeps it in step with allScripts.
 var scriptNames = map[*redis.Script]string{
 	applyScript: "apply", keepScript: "keep", stashScript: "stash", placeScript: "place", unpendScript: "unpend",
-	unkeepScript: "unkeep", syncScript: "sync", adoptScript: "adopt", mergeScript: "merge", tombScript: "tomb",
+	unkeepScript: "unkeep", syncScript: "sync", adoptScript: "adopt", mergeScript: "merge", tombScript: "tomb", settleScript: "settle",
 	sweepScript: "sweep", forgetScript: "forget", devicesScript: "devices", sessionsScript: "sessions",
 	usageScript: "usage", monthUsageScript: "month_usage", unbindScript: "unbind", rotateScript: "rotate",
 	addMemberScript: "add_member",

@@ -388,12 +388,17 @@ func TestInterruptedPlacementHealsOnRedelivery(t *testing.T) {
 	s, _ := MustOpen(t)
 	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)))
 	crash := errors.New("crash")
-	s.hookAfterPlace = func() error { return crash }
+	s.hookStep = func(step string) error {
+		if step == "placed" {
+			return crash
+		}
+		return nil
+	}
 	del := fleet.Event{Type: fleet.EventDeviceDeleted, DeviceID: "d1", TS: ms(t0.Add(-time.Minute))}
 	if err := s.Apply(context.Background(), []fleet.Event{del}, make([]fleet.Result, 1)); !errors.Is(err, crash) {
 		t.Fatalf("apply: %v, want the crash", err)
 	}
-	s.hookAfterPlace = nil
+	s.hookStep = nil
 	apply(t, s, online("d1", true, t0, ""))
 	wantResults(t, apply(t, s, del), fleet.Duplicate)
 	if a := stats(t, s, "a"); a.Devices != 0 || a.Online != 0 {
@@ -427,9 +432,11 @@ func TestMoveKeepsPresenceFromARacingReplica(t *testing.T) {
 	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)), online("d1", false, t0.Add(-time.Hour), ""))
 	apply(t, other, online("d1", false, t0.Add(-50*time.Minute), "")) // other caches d1 → a
 	raced := false
-	s.hookAfterPlace = func() error {
-		raced = true
-		wantResults(t, apply(t, other, online("d1", true, t0.Add(-time.Second), "")), fleet.Accepted)
+	s.hookStep = func(step string) error {
+		if step == "placed" && !raced {
+			raced = true
+			wantResults(t, apply(t, other, online("d1", true, t0.Add(-time.Second), "")), fleet.Accepted)
+		}
 		return nil
 	}
 	apply(t, s, reg("d1", "b", t0.Add(-time.Minute)))

@@ -88,9 +88,7 @@ for k, e in ipairs(evs) do
         -- Moved: keep what this event adds in the tombstone, for Go to
         -- bring to the session's home.
         local j = sjoin(old, inc)
-        if skey(j) ~= skey(old) then
-          redis.call('HSET', SS, e.sid, '~' .. old.tomb .. ',' .. sput(j))
-        end
+        if skey(j) ~= skey(old) then stomb(P, e.sid, nil, j, old.tomb, now, bound, retention) end
         r = R_MOVED + flags
       elseif old then
         local j = sjoin(old, inc)

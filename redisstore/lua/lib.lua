@@ -231,11 +231,14 @@ end
 --   status as sent (last, so it may hold commas).
 -- A session that moved to its home elsewhere leaves a tombstone here,
 -- "~HOME," followed by its record (HOME "" for kept), so that late events
--- find the way and a crash mid-move loses nothing.
+-- find the way and a crash mid-move loses nothing. The tombstone is
+-- listed in fl:{w:W}:mv:D until Go has seen the home hold all it knew, and
+-- then settles as "=HOME," (the record stays, for late events).
 
 local function sget(raw)
   local tomb = nil
-  if string.byte(raw, 1) == 126 then
+  local c1 = string.byte(raw, 1)
+  if c1 == 126 or c1 == 61 then
     local c = string.find(raw, ',', 2, true)
     tomb = string.sub(raw, 2, c - 1)
     raw = string.sub(raw, c + 1)
@@ -407,8 +410,10 @@ end
 
 -- stomb turns session sid of workspace P into a tombstone pointing at
 -- home ("" for kept) that holds record content, dropping the counts of
--- record counted (nil when it counted nothing here).
+-- record counted (nil when it counted nothing here), and lists it as
+-- moving until Go settles it (settle.lua).
 local function stomb(P, sid, counted, content, home, now, bound, retention)
   if counted then scount(P, sid, counted, nil, now, bound, retention) end
   redis.call('HSET', P .. 'ss', sid, '~' .. (home or '') .. ',' .. sput(content))
+  redis.call('SADD', P .. 'mv:' .. content.d, sid)
 end

@@ -32,7 +32,7 @@ for i = 4, #ARGV, 2 do
         stomb(P, sid, old, j, home, now, bound, retention)
         out[#out + 1] = {R_MOVED, sput(j)}
       else
-        if old and skey(j) ~= skey(old) then redis.call('HSET', P .. 'ss', sid, '~' .. old.tomb .. ',' .. sput(j)) end
+        if old and skey(j) ~= skey(old) then stomb(P, sid, nil, j, old.tomb, now, bound, retention) end
         out[#out + 1] = {R_NOTHERE, sput(j)}
       end
     else
@@ -43,6 +43,7 @@ for i = 4, #ARGV, 2 do
       else
         scount(P, sid, counted, j, now, bound, retention)
         redis.call('HSET', P .. 'ss', sid, sput(j))
+        if old and old.tomb then redis.call('SREM', P .. 'mv:' .. j.d, sid) end
         local ls = v.ls
         lsmax(v, j.st)
         lsmax(v, j.en)

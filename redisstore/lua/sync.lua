@@ -10,9 +10,11 @@
 -- whose home is now elsewhere into tombstones.
 -- Returns per device {online, online ts, last seen, placed here now (1/0),
 -- then the ids of the sessions Go must bring together at their home: those
--- that must move, and, when this record learns for the first time that the
--- device has moved, every session of the device here (one may have been
--- written here while this record lagged, beside a copy elsewhere)}.
+-- that must move, those that moved but were not seen home yet (a crash
+-- between the steps), and, when this record learns for the first time
+-- that the device has moved, every session of the device here (one may
+-- have been written here while this record lagged, beside a copy
+-- elsewhere)}.
 
 local P = string.sub(KEYS[1], 1, -4)
 local W = wsOf(P)
@@ -48,6 +50,9 @@ for i = 4, #ARGV, 7 do
   local cur = 0
   if current then cur = 1 end
   local res = {v.on, optfmt(v.ot), optfmt(v.ls), cur}
+  for _, sid in ipairs(redis.call('SMEMBERS', P .. 'mv:' .. d)) do
+    res[#res + 1] = sid
+  end
   if v.h ~= '' and wasSimple then
     for _, sid in ipairs(redis.call('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
       res[#res + 1] = sid
