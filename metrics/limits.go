@@ -61,3 +61,12 @@ func NewLimits(reg prometheus.Registerer) *Limits {
 // BodyRefused returns the counter of bodies not read for reason (one of
 // the Body* constants).
 func (l *Limits) BodyRefused(reason string) prometheus.Counter { return l.byReason[reason] }
+
+// NewKeptDropped registers fleetd_pending_dropped_total, read from the
+// store's count (redisstore.Store.KeptDropped).
+func NewKeptDropped(reg prometheus.Registerer, dropped func() uint64) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "fleetd_pending_dropped_total",
+		Help: "Session events kept for devices without a home for them (unregistered, deleted) that were dropped, the oldest first, past --max-kept-events per device.",
+	}, func() float64 { return float64(dropped()) }))
+}

@@ -184,7 +184,7 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 				b := bucketOf(e.DeviceID)
 				c := byBucket[s.bucketGroup(b)]
 				if c == nil {
-					c = &call{script: keepScript, keys: []string{idxKey(b)}, args: []any{now}}
+					c = &call{script: keepScript, keys: []string{idxKey(b)}, args: []any{now, s.cfg.MaxKeptSessions}}
 					byBucket[s.bucketGroup(b)] = c
 					calls = append(calls, c)
 				}
@@ -219,6 +219,10 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 				continue // a sweep
 			}
 			vals, err := c.cmd.Slice()
+			if err == nil && c.script == keepScript && len(vals) == len(c.idx)+1 {
+				s.countDropped(vals[len(vals)-1])
+				vals = vals[:len(vals)-1]
+			}
 			if err != nil || len(vals) != len(c.idx) {
 				return fmt.Errorf("redisstore: apply: bad script reply: %v", err)
 			}
@@ -755,6 +759,17 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 	return rus, s.step("adopted")
 }
 
+// countDropped adds to KeptDropped what a script reports it dropped.
+func (s *Store) countDropped(v any) {
+	if n, ok := v.(int64); ok && n > 0 {
+		s.keptDropped.Add(uint64(n))
+	}
+}
+
+// KeptDropped is how many kept session events were dropped because their
+// device had --max-kept-events kept already (the oldest go first).
+func (s *Store) KeptDropped() uint64 { return s.keptDropped.Load() }
+
 // step runs the test hook after a step of a placement or a move.
 func (s *Store) step(name string) error {
 	if s.hookStep == nil {
@@ -864,19 +879,13 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 		}
 		// Decide, per session: whole at home already, or a move to make.
 		var next []item
-		var tombs, merges, stashes, unpends, settles []*call
-		tombBy, mergeBy, settleBy := map[string]*call{}, map[string]*call{}, map[string]*call{}
-		stashBy, unpendBy := map[uint32]*call{}, map[uint32]*call{}
-		add := func(calls *[]*call, by map[string]*call, sc *redis.Script, ws string, args ...any) *call {
-			c := by[ws]
-			if c == nil {
-				c = &call{script: sc, keys: []string{wsDevKey(ws)}, args: []any{now, bound, retention}}
-				by[ws] = c
-				*calls = append(*calls, c)
-			}
-			c.args = append(c.args, args...)
-			return c
-		}
+		wsHead := func() []any { return []any{now, bound, retention} }
+		tombs := newGroup(tombScript, wsDevKey, wsHead)
+		merges := newGroup(mergeScript, wsDevKey, wsHead)
+		settles := newGroup(settleScript, wsDevKey, nil)
+		sameKey := func(k string) string { return k }
+		stashes := newGroup(stashScript, sameKey, func() []any { return []any{now, s.cfg.MaxKeptSessions} })
+		unpends := newGroup(unpendScript, sameKey, nil)
 		for k, it := range work {
 			c := found[k]
 			if !c.any {
@@ -895,41 +904,27 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 			if whole {
 				// Seen whole at home: the tombstones elsewhere are done.
 				for ws, raw := range c.moving {
-					sc := settleBy[ws]
-					if sc == nil {
-						sc = &call{script: settleScript, keys: []string{wsDevKey(ws)}}
-						settleBy[ws] = sc
-						settles = append(settles, sc)
-					}
-					sc.args = append(sc.args, it.sid, it.r.device, raw)
+					settles.add(ws, it.sid, it.r.device, raw)
 				}
 				continue
 			}
 			next = append(next, it)
 			for ws := range c.live {
 				if ws != home {
-					add(&tombs, tombBy, tombScript, ws, it.sid, home)
+					tombs.add(ws, it.sid, home)
 				}
 			}
 			joined := c.joined
 			joined.Written, joined.hasWritten = now, true
-			b := bucketOf(it.r.device)
 			if home == "" {
-				sc := stashBy[b]
-				if sc == nil {
-					sc = &call{script: stashScript, keys: []string{idxKey(b)}, args: []any{now}}
-					stashBy[b] = sc
-					stashes = append(stashes, sc)
-				}
-				sc.args = append(sc.args, it.sid, joined.String())
-				sc.devs = append(sc.devs, it.r.device)
+				stashes.add(idxKey(bucketOf(it.r.device)), it.sid, joined.String())
 				continue
 			}
-			m := add(&merges, mergeBy, mergeScript, home, it.sid, joined.String())
+			m := merges.add(home, it.sid, joined.String())
 			m.devs = append(m.devs, it.r.device)
 			m.sess = append(m.sess, c.pending) // dropped once the home has it
 		}
-		if err := s.exec(ctx, settles); err != nil {
+		if err := s.exec(ctx, settles.calls); err != nil {
 			return err
 		}
 		if len(next) == 0 {
@@ -937,20 +932,25 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 		}
 		// Tombstones first, then the merges, then the kept copies that
 		// arrived are dropped.
-		if err := s.exec(ctx, tombs); err != nil {
+		if err := s.exec(ctx, tombs.calls); err != nil {
 			return err
 		}
 		if err := s.step("tombstoned"); err != nil {
 			return err
 		}
-		if err := s.exec(ctx, append(merges, stashes...)); err != nil {
+		if err := s.exec(ctx, append(merges.calls, stashes.calls...)); err != nil {
 			return err
 		}
 		if err := s.step("merged"); err != nil {
 			return err
 		}
+		for _, c := range stashes.calls {
+			if vals, err := c.cmd.Slice(); err == nil && len(vals) > 0 {
+				s.countDropped(vals[len(vals)-1])
+			}
+		}
 		var lagging []*recon
-		for _, c := range merges {
+		for _, c := range merges.calls {
 			vals, err := c.cmd.Slice()
 			if err != nil || len(vals) != len(c.devs) {
 				return fmt.Errorf("redisstore: merge: bad script reply: %v", err)
@@ -965,15 +965,8 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 				case code == rAccepted || code == rDuplicate:
 					if pending := c.sess[k]; pending != "" {
 						d := c.devs[k]
-						b := bucketOf(d)
-						u := unpendBy[b]
-						if u == nil {
-							u = &call{script: unpendScript, keys: []string{idxKey(b)}}
-							unpendBy[b] = u
-							unpends = append(unpends, u)
-						}
 						sid := c.args[3+2*k].(string)
-						u.args = append(u.args, d, "s:"+sid, pending)
+						unpends.add(idxKey(bucketOf(d)), d, "s:"+sid, pending)
 					}
 				case code == rNotHere && res[1] == "":
 					// The home has no record of the device yet: bring it in step.
@@ -981,7 +974,7 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 				}
 			}
 		}
-		if err := s.exec(ctx, unpends); err != nil {
+		if err := s.exec(ctx, unpends.calls); err != nil {
 			return err
 		}
 		more, err := s.syncAll(ctx, lagging)
@@ -996,6 +989,41 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 		work = next
 	}
 	return nil
+}
+
+// maxCallItems bounds the sessions of one script call on the rare paths
+// (moves, kept events), so that replaying a device's 10,000 kept events
+// is many short scripts, between which Redis serves everyone else.
+const maxCallItems = 256
+
+// group collects the calls of one script, one per routing key (and per
+// maxCallItems items).
+type group struct {
+	script *redis.Script
+	key    func(string) string // the call's KEYS[1] for a group key
+	head   func() []any        // the first arguments of every call
+	cur    map[string]*call
+	calls  []*call
+}
+
+func newGroup(sc *redis.Script, key func(string) string, head func() []any) *group {
+	return &group{script: sc, key: key, head: head, cur: map[string]*call{}}
+}
+
+// add appends one item's args to the call of group key k.
+func (g *group) add(k string, args ...any) *call {
+	c := g.cur[k]
+	if c == nil || c.n == maxCallItems {
+		c = &call{script: g.script, keys: []string{g.key(k)}}
+		if g.head != nil {
+			c.args = g.head()
+		}
+		g.cur[k] = c
+		g.calls = append(g.calls, c)
+	}
+	c.args = append(c.args, args...)
+	c.n++
+	return c
 }
 
 // sameSession reports whether a stored copy holds all that is known.

@@ -35,6 +35,9 @@ type Config struct {
 	Retention time.Duration
 	// DeviceCacheSize bounds the in-process device → workspace cache.
 	DeviceCacheSize int
+	// MaxKeptSessions bounds the sessions kept per device while they have
+	// no home (an unregistered or deleted device): past it the oldest go.
+	MaxKeptSessions int
 	// Observe, when set, is called after every Redis call the store makes
 	// through its client (one command, or one pipeline: one round trip)
 	// with the operation's name, how long it took and its error (nil when
@@ -53,6 +56,7 @@ const (
 	DefaultLiveSessionBound = 24 * time.Hour
 	DefaultRetention        = 62 * 24 * time.Hour
 	DefaultDeviceCacheSize  = 1 << 20
+	DefaultMaxKeptSessions  = 10000
 )
 
 // Store is the Redis implementation of fleet.Ingester, fleet.Reader,
@@ -69,6 +73,8 @@ type Store struct {
 	// swept is when each workspace was last swept (sweep.lua), unix ms.
 	sweepMu sync.Mutex
 	swept   map[string]int64
+	// keptDropped counts kept sessions dropped for MaxKeptSessions.
+	keptDropped atomic.Uint64
 	// refuse, set by tests only, makes validate refuse an event, as for a
 	// value the decoder let through.
 	refuse func(*fleet.Event) error
@@ -133,6 +139,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.DeviceCacheSize <= 0 {
 		cfg.DeviceCacheSize = DefaultDeviceCacheSize
+	}
+	if cfg.MaxKeptSessions <= 0 {
+		cfg.MaxKeptSessions = DefaultMaxKeptSessions
 	}
 	s := &Store{cfg: cfg, cache: newRouteCache(cfg.DeviceCacheSize), now: time.Now, swept: map[string]int64{}}
 	if len(cfg.Cluster) > 0 {
@@ -416,6 +425,7 @@ type call struct {
 	recs []*recon // per device or session
 	sess []string // per session
 	rec  *recon
+	n    int // items, for group
 }
 
 // wrap turns a Redis error into a fleet error: anything that says the store

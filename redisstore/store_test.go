@@ -712,7 +712,7 @@ func TestScriptsCheckBeforeWriting(t *testing.T) {
 		"apply, durationSec out of range": {script: applyScript, keys: []string{wsDevKey("a")},
 			args: append(append([]any{now, day, int64(86400000), int64(86400000)}, good...), wsPrefix("a"), int(fleet.EventSessionEnded), "", ms(t0), "d1", "s1", "success", "100000000000000000")},
 		"keep, bad ts": {script: keepScript, keys: []string{idxKey(bucketOf("k1"))},
-			args: []any{now, bucketPrefix(bucketOf("k1")), int(fleet.EventOnlineChanged), "", ms(t0), "k1", "", "1", "", bucketPrefix(bucketOf("k1")), int(fleet.EventOnlineChanged), "", "x", "k1", "", "1", ""}},
+			args: []any{now, 10, bucketPrefix(bucketOf("k1")), int(fleet.EventOnlineChanged), "", ms(t0), "k1", "", "1", "", bucketPrefix(bucketOf("k1")), int(fleet.EventOnlineChanged), "", "x", "k1", "", "1", ""}},
 		"place, bad placement": {script: placeScript, keys: []string{idxKey(bucketOf("p1"))},
 			args: []any{bucketPrefix(bucketOf("p1")), "p1", 1, "1000+a", bucketPrefix(bucketOf("p1")), "p1", 2, "1000+a", "1000*b"}},
 		"sync, bad registration ts": {script: syncScript, keys: []string{wsDevKey("a")},
@@ -728,5 +728,43 @@ func TestScriptsCheckBeforeWriting(t *testing.T) {
 				t.Fatalf("a refused call changed the data:\nbefore %v\nafter  %v", before, after)
 			}
 		})
+	}
+}
+
+// Kept sessions are bounded per device: past MaxKeptSessions the one with
+// the oldest start goes, counted in KeptDropped; the registration then
+// brings the kept ones home, and other devices are not touched.
+func TestKeptEventsBound(t *testing.T) {
+	b := newBackend(t)
+	b.cfg.MaxKeptSessions = 5
+	s := b.open(t)
+	var evs []fleet.Event
+	for i := range 8 {
+		evs = append(evs, ended("d1", fmt.Sprintf("s%d", i), "success", 60, t0.Add(time.Duration(i-20)*time.Minute)))
+	}
+	evs = append(evs, ended("d2", "x1", "success", 30, t0.Add(-time.Minute)))
+	apply(t, s, evs...)
+	if n := s.KeptDropped(); n != 3 {
+		t.Fatalf("dropped %d, want 3", n)
+	}
+	// One more, newer: the oldest kept goes; an older one than all kept goes itself.
+	apply(t, s, ended("d1", "s8", "success", 60, t0.Add(-2*time.Minute)), ended("d1", "old", "success", 60, t0.Add(-time.Hour)))
+	if n := s.KeptDropped(); n != 5 {
+		t.Fatalf("dropped %d, want 5", n)
+	}
+	apply(t, s, reg("d1", "a", t0.Add(-2*time.Hour)), reg("d2", "a", t0.Add(-2*time.Hour)))
+	p, err := s.ListSessions(context.Background(), "a", fleet.SessionFilter{}, "", 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, x := range p.Items {
+		got = append(got, x.ID)
+	}
+	if want := "[x1 s8 s7 s6 s5 s4]"; fmt.Sprint(got) != want {
+		t.Fatalf("sessions %v, want the newest 5 of d1 and d2's one, %s", got, want)
+	}
+	if left := keysMatching(t, s, "fl:{d:*}:p*"); len(left) != 0 {
+		t.Fatalf("kept events left after registration: %v", left)
 	}
 }

@@ -49,6 +49,7 @@ type serveConfig struct {
 	throttledLookups int
 	clientIPHeader   string
 	maxWorkspaces    int
+	maxKept          int
 	metricsShare     time.Duration
 	logLevel         string
 	debugAddr        string
@@ -88,6 +89,7 @@ and a demo API key.`
 	fs.IntVar(&c.throttledLookups, "auth-throttled-lookups", 20, "API keys per second a client blocked by the failed-auth throttle may still have looked up, so a valid key behind an attacker's address keeps working; keys found valid before are always looked up; 0: none")
 	fs.StringVar(&c.clientIPHeader, "client-ip-header", "", "header whose first address identifies the client (e.g. X-Forwarded-For), only behind a proxy that sets it; default: the connection's address")
 	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
+	fs.IntVar(&c.maxKept, "max-kept-events", redisstore.DefaultMaxKeptSessions, "most sessions kept per device while they have no workspace (device not registered yet, or deleted); past it the oldest are dropped (fleetd_pending_dropped_total)")
 	fs.DurationVar(&c.metricsShare, "metrics-share", metrics.ShareFor, "a scrape of /metrics that ended less than this ago answers later scrapes too (0: only scrapes that arrive while one is in flight share it)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060) for CPU and allocation profiles; never expose it")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -146,6 +148,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	store, err := redisstore.Open(ctx, redisstore.Config{
 		URL: redisURL, Cluster: c.redis.clusterAddrs(), Timeout: c.redis.timeout,
 		LiveSessionBound: c.liveSessionBound, Retention: c.retention, Observe: rm.Observe,
+		MaxKeptSessions: c.maxKept,
 	})
 	if err != nil {
 		return err
@@ -174,6 +177,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	wm := metrics.NewWebhook(reg)
 	am := metrics.NewAPI(reg)
 	lm := metrics.NewLimits(reg)
+	metrics.NewKeptDropped(reg, store.KeptDropped)
 	registerFleetCollector(reg, store, c.maxWorkspaces, c.metricsShare, log)
 
 	if c.commitWorkers <= 0 {

@@ -17,7 +17,7 @@ for i = 2, #ARGV do
     end
     if regs == 0 then
       redis.call('HDEL', KEYS[1], d)
-      redis.call('DEL', B .. 'pend:' .. d)
+      redis.call('DEL', B .. 'pend:' .. d, B .. 'pq:' .. d)
     elseif #kept ~= #hparse(h) then
       redis.call('HSET', KEYS[1], d, hstr(kept))
     end

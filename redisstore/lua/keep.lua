@@ -2,30 +2,32 @@
 -- registered, or deleted before the event, with no registration after),
 -- in the device's index bucket. KEYS[1] = the index bucket of the first
 -- event's device (routing; one call carries many buckets on a single
--- Redis, one on a cluster). ARGV: now, then 8 fields per event: the
+-- Redis, one on a cluster). ARGV: now, the bound of kept sessions per
+-- device, then 8 fields per event: the
 -- bucket's key prefix ("fl:{d:B}:"), type, delivery id digest, ts, device,
 -- session, x (online "1"/"0", or status), durationSec ("" when absent).
 -- Returns per event a result code (plus F_MULTI for a session event of a
 -- device with a placement history), or the history when the device turns
--- out to have a home for the event (Go routes it there).
+-- out to have a home for the event (Go routes it there); then, last, how
+-- many kept sessions were dropped for the bound.
 --
 -- fl:{d:B}:pend:D holds, for device D: "o" the presence "ON,OT" that
 -- decides, "l" the last seen ts, and "s:SID" what is known of session SID
 -- (the session record codec), and "i:DIGEST" per delivery id kept, for
 -- de-duplication. It lives for 7 days after its last event.
 
-local now = tonumber(ARGV[1])
+local now, bound = tonumber(ARGV[1]), tonumber(ARGV[2])
 local evs = {}
-for i = 2, #ARGV, 8 do
+for i = 3, #ARGV, 8 do
   local e = {B = ARGV[i], typ = tonumber(ARGV[i + 1]), id = ARGV[i + 2], ts = tonumber(ARGV[i + 3]), d = ARGV[i + 4],
     sid = ARGV[i + 5], x = ARGV[i + 6], gd = opt(ARGV[i + 7])}
   if not (e.typ and e.ts and (ARGV[i + 7] == '' or e.gd)) then
-    return redis.error_reply('ERR fleetd: malformed event ' .. ((i - 2) / 8))
+    return redis.error_reply('ERR fleetd: malformed event ' .. ((i - 3) / 8))
   end
   evs[#evs + 1] = e
 end
 
-local out = {}
+local out, dropped = {}, 0
 for k, e in ipairs(evs) do
   local pk = e.B .. 'pend:' .. e.d
   local h = redis.call('HGET', e.B .. 'idx', e.d)
@@ -71,12 +73,13 @@ for k, e in ipairs(evs) do
     elseif cur and skey(j) == skey(sget(cur)) then
       r = R_DUPLICATE
     else
-      redis.call('HSET', pk, f, sput(j))
+      dropped = dropped + pkeep(e.B, e.d, e.sid, j, not cur, bound)
       r = R_ACCEPTED
     end
   end
   if type(r) == 'number' and not iddup then
-    if idf then redis.call('HSET', pk, idf, '') end
+    -- Delivery ids are kept for as many events as sessions are.
+    if idf and redis.call('HINCRBY', pk, 'ni', 1) <= bound then redis.call('HSET', pk, idf, '') end
     local l = tonumber(redis.call('HGET', pk, 'l') or '')
     if not l or e.ts > l then redis.call('HSET', pk, 'l', fmt(e.ts)) end
     redis.call('PEXPIRE', pk, PENDING_TTL_MS)
@@ -86,4 +89,5 @@ for k, e in ipairs(evs) do
   if type(r) == 'number' and hl and e.typ ~= T_ONLINE then r = r + F_MULTI end
   out[k] = r
 end
+out[#out + 1] = dropped
 return out

@@ -417,3 +417,39 @@ local function stomb(P, sid, counted, content, home, now, bound, retention)
   redis.call('HSET', P .. 'ss', sid, '~' .. (home or '') .. ',' .. sput(content))
   redis.call('SADD', P .. 'mv:' .. content.d, sid)
 end
+
+---------------------------------------------------------------------------
+-- Kept events of a device, fl:{d:B}:pend:D (keep.lua): "s:SID" per
+-- session, counted in "n", ordered by "at" in fl:{d:B}:pq:D so that the
+-- oldest goes first past the bound.
+
+-- pkeep stores rec, what is known of session sid, among device d's kept
+-- events (bucket prefix B). At most bound sessions are kept: past it, the
+-- one with the oldest "at" is dropped. Returns how many were dropped.
+local function pkeep(B, d, sid, rec, isNew, bound)
+  local pk, pq = B .. 'pend:' .. d, B .. 'pq:' .. d
+  redis.call('HSET', pk, 's:' .. sid, sput(rec))
+  redis.call('ZADD', pq, fmt(sat(rec)), sid)
+  local dropped = 0
+  if isNew then
+    local n = redis.call('HINCRBY', pk, 'n', 1)
+    while n > bound do
+      local old = redis.call('ZPOPMIN', pq)
+      if #old == 0 then break end
+      redis.call('HDEL', pk, 's:' .. old[1])
+      n = redis.call('HINCRBY', pk, 'n', -1)
+      dropped = dropped + 1
+    end
+  end
+  redis.call('PEXPIRE', pk, PENDING_TTL_MS)
+  redis.call('PEXPIRE', pq, PENDING_TTL_MS)
+  return dropped
+end
+
+-- punkeep drops kept session sid of device d once its home has it.
+local function punkeep(B, d, sid)
+  if redis.call('HDEL', B .. 'pend:' .. d, 's:' .. sid) == 1 then
+    redis.call('HINCRBY', B .. 'pend:' .. d, 'n', -1)
+    redis.call('ZREM', B .. 'pq:' .. d, sid)
+  end
+end

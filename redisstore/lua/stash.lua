@@ -1,12 +1,14 @@
 -- stash.lua: keeps what is known of sessions that have no home (yet)
 -- among the device's kept events (after a delete, or a registration that
 -- turned out older than the session). KEYS[1] = fl:{d:B}:idx. ARGV: now,
--- then pairs of session id, content (session record). Returns per session
--- 0, or the device's placement history when the session has a home after
--- all (Go brings it there).
+-- the bound of kept sessions per device, then pairs of session id, content
+-- (session record). Returns per session 0, or the device's placement
+-- history when the session has a home after all (Go brings it there);
+-- then, last, how many kept sessions were dropped for the bound.
 local B = string.sub(KEYS[1], 1, -4)
-local out = {}
-for i = 2, #ARGV, 2 do
+local now, bound = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out, dropped = {}, 0
+for i = 3, #ARGV, 2 do
   local sid, inc = ARGV[i], sget(ARGV[i + 1])
   local pk = B .. 'pend:' .. inc.d
   local f = 's:' .. sid
@@ -17,12 +19,12 @@ for i = 2, #ARGV, 2 do
   if h and hhome(hparse(h), sat(j)) then
     out[#out + 1] = h
   else
-    if not cur or skey(j) ~= skey(sget(cur)) then redis.call('HSET', pk, f, sput(j)) end
+    if not cur or skey(j) ~= skey(sget(cur)) then dropped = dropped + pkeep(B, inc.d, sid, j, not cur, bound) end
     local ts = j.en or j.st
     local l = tonumber(redis.call('HGET', pk, 'l') or '')
     if not l or ts > l then redis.call('HSET', pk, 'l', fmt(ts)) end
-    redis.call('PEXPIRE', pk, PENDING_TTL_MS)
     out[#out + 1] = 0
   end
 end
+out[#out + 1] = dropped
 return out

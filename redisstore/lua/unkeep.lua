@@ -11,7 +11,7 @@ for i = 1, #ARGV, 3 do
     for _, f in ipairs(redis.call('HKEYS', k)) do
       if string.sub(f, 1, 2) == 's:' then left = true break end
     end
-    if not left then redis.call('DEL', k) end
+    if not left then redis.call('DEL', k, B .. 'pq:' .. ARGV[i]) end
   end
 end
 return 1
