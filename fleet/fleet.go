@@ -254,10 +254,13 @@ type WorkspaceStats struct {
 	Ended map[string]int64
 }
 
-// StatsReader reads the fleet state of every known workspace. Safe for
-// concurrent use.
+// StatsReader reads the fleet state of known workspaces, in the order in
+// which they became known: a workspace keeps its place, so the first N are
+// the same N on every read and every replica. Safe for concurrent use.
 type StatsReader interface {
-	Stats(ctx context.Context) ([]WorkspaceStats, error)
+	// StatsRange reads the state of up to count workspaces (all, when count
+	// is negative) from the offset-th, and says how many are known.
+	StatsRange(ctx context.Context, offset, count int) (stats []WorkspaceStats, known int, err error)
 }
 
 // StatusLabels are the status values that metrics count ended sessions by:

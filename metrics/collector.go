@@ -84,17 +84,22 @@ const ShareFor = time.Second
 // Cardinality is bounded on both labels:
 //
 //   - workspace: at most maxWorkspaces workspaces get series of their own, the
-//     first ones by id in byte order (a deterministic choice that needs no
-//     state, so every replica picks the same set). All the others are summed
-//     into one series per metric with workspace="_overflow", so sum() over
-//     workspaces stays exact however many there are. A workspace that is
-//     literally named "_overflow" always goes into that sum, so it cannot
-//     collide with it. The cap is a safety valve, not a way of running: once
-//     it is reached, a new workspace that sorts before the cut pushes the last
-//     named one into the overflow sum, whose counters then jump by that
-//     workspace's totals (increase() over _overflow shows a one-off spike).
+//     first ones in the order they became known (the store keeps it, so every
+//     replica picks the same set, and a workspace never leaves it for a newer
+//     one). All the others are summed into one series per metric with
+//     workspace="_overflow", so sum() over workspaces stays exact however
+//     many there are. A workspace that is literally named "_overflow" always
+//     goes into that sum, so it cannot collide with it.
 //     fleetd_fleet_workspaces_overflow counts the workspaces summed: when it
 //     is above zero, raise --metrics-max-workspaces.
+//
+// A scrape costs at most the named workspaces' reads, whatever the number
+// of workspaces: when there are no more overflow workspaces than named
+// ones (or 10,000), the scrape reads them too; beyond that, a background walk sums
+// them at a bounded rate (overflowRate workspaces a second), and scrapes
+// export its last complete sum, whose age is
+// fleetd_fleet_overflow_age_seconds (no _overflow series before the first
+// walk completes).
 //   - status: the status of session.ended is free text from the sender, so
 //     only success, failed, timeout, cancelled and error keep their value;
 //     anything else (including case variants such as "Success") is counted as
@@ -123,7 +128,32 @@ type FleetCollector struct {
 	smu      sync.Mutex
 	inflight *fleetRead // the read in flight, if any
 	last     *fleetRead // the last successful read
+
+	overflowRate int // overflow workspaces a second the walk reads
+	omu          sync.Mutex
+	walking      bool
+	over         *overflowSum // the last complete walk
+	stop         chan struct{}
+	stopOnce     sync.Once
+	overflowAge  *prometheus.Desc
 }
+
+// overflowSum is the fleet state summed over the overflow workspaces by
+// one walk.
+type overflowSum struct {
+	t     totals
+	n     int
+	ended time.Time
+}
+
+// syncOverflow is how many overflow workspaces a scrape reads itself even
+// when there are fewer named ones: below it, exact sums cost little.
+const syncOverflow = 10000
+
+// DefaultOverflowRate is how many overflow workspaces a second the
+// background walk reads (--metrics-overflow-rate): 500,000 workspaces are
+// summed in under a minute at about 40,000 Redis commands a second.
+const DefaultOverflowRate = 10000
 
 // fleetRead is one read of the fleet state and the series built from it.
 // Once done is closed it is immutable, and so are its const metrics: any
@@ -154,6 +184,9 @@ func NewFleetCollectorSharing(r fleet.StatsReader, maxWorkspaces int, shareFor t
 	ws := []string{"workspace"}
 	return &FleetCollector{
 		r: r, max: maxWorkspaces, log: log, timeout: CollectTimeout, warnEvery: failureLogEvery, shareFor: shareFor,
+		overflowRate: DefaultOverflowRate, stop: make(chan struct{}),
+		overflowAge: prometheus.NewDesc("fleetd_fleet_overflow_age_seconds",
+			"Age of the sum of the workspaces beyond --metrics-max-workspaces that workspace=\"_overflow\" exports (read by a background walk when they outnumber the named ones; 0 when read by the scrape itself).", nil, nil),
 		devices: prometheus.NewDesc("fleet_devices",
 			"Registered devices of the workspace.", ws, nil),
 		online: prometheus.NewDesc("fleet_devices_online",
@@ -176,10 +209,23 @@ func NewFleetCollectorSharing(r fleet.StatsReader, maxWorkspaces int, shareFor t
 	}
 }
 
+// SetOverflowRate sets how many overflow workspaces a second the
+// background walk reads (n <= 0: DefaultOverflowRate). Call it before the
+// first scrape.
+func (c *FleetCollector) SetOverflowRate(n int) {
+	if n <= 0 {
+		n = DefaultOverflowRate
+	}
+	c.overflowRate = n
+}
+
+// Close stops the background walk of the overflow workspaces.
+func (c *FleetCollector) Close() { c.stopOnce.Do(func() { close(c.stop) }) }
+
 // Describe implements prometheus.Collector.
 func (c *FleetCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.devices, c.online, c.live, c.seconds, c.ended,
-		c.duration, c.success, c.workspaces, c.overflowedCount} {
+		c.duration, c.success, c.workspaces, c.overflowedCount, c.overflowAge} {
 		ch <- d
 	}
 }
@@ -255,8 +301,25 @@ func (c *FleetCollector) shared() *fleetRead {
 func (c *FleetCollector) read() (out []prometheus.Metric, ok bool) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	stats, err := c.r.Stats(ctx)
-	cancel()
+	defer cancel()
+	stats, known, err := c.r.StatsRange(ctx, 0, c.max)
+	var over *overflowSum
+	if err == nil && c.max >= 0 && known > len(stats) {
+		// The overflow: read now when it is no larger than the named
+		// workspaces (or small anyway), else from the background walk.
+		if known-len(stats) <= max(c.max, syncOverflow) {
+			var t totals
+			var rest []fleet.WorkspaceStats
+			if rest, _, err = c.r.StatsRange(ctx, len(stats), -1); err == nil {
+				for i := range rest {
+					t.add(&rest[i])
+				}
+				over = &overflowSum{t: t, n: len(rest), ended: time.Now()}
+			}
+		} else {
+			over = c.walked(len(stats))
+		}
+	}
 	if err != nil {
 		c.failed(err)
 		return []prometheus.Metric{
@@ -265,24 +328,79 @@ func (c *FleetCollector) read() (out []prometheus.Metric, ok bool) {
 		}, false
 	}
 	c.succeeded()
-	named := len(stats)
-	if c.max >= 0 {
-		named = min(named, c.max+1)
-	}
-	out = make([]prometheus.Metric, 0, 4+6*named) // about 6 series a workspace
-	known, overflowed := c.emit(&out, stats)
+	out = make([]prometheus.Metric, 0, 6+6*len(stats)) // about 6 series a workspace
+	overflowed := c.emit(&out, stats, over)
 	out = append(out,
 		prometheus.MustNewConstMetric(c.workspaces, prometheus.GaugeValue, float64(known)),
-		prometheus.MustNewConstMetric(c.overflowedCount, prometheus.GaugeValue, float64(overflowed)),
+		prometheus.MustNewConstMetric(c.overflowedCount, prometheus.GaugeValue, float64(overflowed+max(known-len(stats), 0))),
 		prometheus.MustNewConstMetric(c.success, prometheus.GaugeValue, 1),
 		prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds()))
+	if over != nil {
+		out = append(out, prometheus.MustNewConstMetric(c.overflowAge, prometheus.GaugeValue, time.Since(over.ended).Seconds()))
+	}
 	return out, true
 }
 
-// emit appends the fleet series of stats to out and returns how many
-// distinct workspaces there were and how many of them went into the
-// overflow sum.
-func (c *FleetCollector) emit(out *[]prometheus.Metric, stats []fleet.WorkspaceStats) (known, overflowed int) {
+// walked returns the last complete walk of the workspaces from the
+// offset-th on (nil before the first), and starts the walk if it is not
+// running.
+func (c *FleetCollector) walked(offset int) *overflowSum {
+	c.omu.Lock()
+	defer c.omu.Unlock()
+	if !c.walking {
+		c.walking = true
+		go c.walk(offset)
+	}
+	return c.over
+}
+
+// walk sums the overflow workspaces again and again, a chunk at a time at
+// overflowRate workspaces a second, until Close.
+func (c *FleetCollector) walk(offset int) {
+	const chunk = 1000
+	pause := time.Duration(float64(time.Second) * chunk / float64(c.overflowRate))
+	for {
+		var t totals
+		n, ok := 0, true
+		for from := offset; ; from += chunk {
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			part, known, err := c.r.StatsRange(ctx, from, chunk)
+			cancel()
+			if err != nil {
+				c.log.Warn("metrics: summing the overflow workspaces failed; trying again", "err", err)
+				ok = false
+				break
+			}
+			for i := range part {
+				t.add(&part[i])
+			}
+			n += len(part)
+			select {
+			case <-c.stop:
+				return
+			case <-time.After(pause):
+			}
+			if from+chunk >= known {
+				break
+			}
+		}
+		if ok {
+			c.omu.Lock()
+			c.over = &overflowSum{t: t, n: n, ended: time.Now()}
+			c.omu.Unlock()
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// emit appends the fleet series of the named workspaces and of the
+// overflow sum to out and returns how many named ones went into the
+// overflow sum instead (a workspace named "_overflow", or invalid UTF-8).
+func (c *FleetCollector) emit(out *[]prometheus.Metric, stats []fleet.WorkspaceStats, over *overflowSum) (overflowed int) {
 	// Sort pointers, not the reader's slice: it may be shared.
 	ps := make([]*fleet.WorkspaceStats, len(stats))
 	for i := range stats {
@@ -290,8 +408,10 @@ func (c *FleetCollector) emit(out *[]prometheus.Metric, stats []fleet.WorkspaceS
 	}
 	slices.SortFunc(ps, func(a, b *fleet.WorkspaceStats) int { return cmp.Compare(a.Workspace, b.Workspace) })
 
-	var over totals
-	named := 0
+	var sum totals
+	if over != nil {
+		sum = over.t
+	}
 	for i := 0; i < len(ps); {
 		// A reader should not repeat a workspace, but two series with the
 		// same labels would fail the whole scrape, so repeats are summed.
@@ -300,21 +420,19 @@ func (c *FleetCollector) emit(out *[]prometheus.Metric, stats []fleet.WorkspaceS
 		for ; i < len(ps) && ps[i].Workspace == name; i++ {
 			t.add(ps[i])
 		}
-		known++
 		// Label values must be valid UTF-8 (MustNewConstMetric panics
 		// otherwise); ids are validated upstream, this is a last guard.
-		if name == OverflowWorkspace || !utf8.ValidString(name) || (c.max >= 0 && named >= c.max) {
-			over.merge(&t)
+		if name == OverflowWorkspace || !utf8.ValidString(name) {
+			sum.merge(&t)
 			overflowed++
 			continue
 		}
-		named++
 		c.emitWorkspace(out, name, &t)
 	}
-	if overflowed > 0 {
-		c.emitWorkspace(out, OverflowWorkspace, &over)
+	if overflowed > 0 || over != nil {
+		c.emitWorkspace(out, OverflowWorkspace, &sum)
 	}
-	return known, overflowed
+	return overflowed
 }
 
 func (c *FleetCollector) emitWorkspace(out *[]prometheus.Metric, ws string, t *totals) {

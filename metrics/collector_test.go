@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,12 +32,24 @@ type fakeStats struct {
 	block bool // wait for the context to end, like a store that hangs
 }
 
-func (f *fakeStats) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
+func (f *fakeStats) StatsRange(ctx context.Context, offset, count int) ([]fleet.WorkspaceStats, int, error) {
 	if f.block {
 		<-ctx.Done()
-		return nil, fmt.Errorf("fake: stats: %w", ctx.Err())
+		return nil, 0, fmt.Errorf("fake: stats: %w", ctx.Err())
 	}
-	return f.stats, f.err
+	return statsRange(f.stats, offset, count), len(f.stats), f.err
+}
+
+// statsRange is the part of all that StatsRange(offset, count) reads.
+func statsRange(all []fleet.WorkspaceStats, offset, count int) []fleet.WorkspaceStats {
+	if offset >= len(all) {
+		return nil
+	}
+	end := len(all)
+	if count >= 0 {
+		end = min(end, offset+count)
+	}
+	return all[offset:end]
 }
 
 // fleetNames are the deterministic metrics of the collector: everything but
@@ -198,8 +211,9 @@ func TestFleetCollectorOverflowKeepsTotals(t *testing.T) {
 	if got := len(labels["workspace"]); got != limit+1 {
 		t.Errorf("%d workspace label values, want %d", got, limit+1)
 	}
-	if !labels["workspace"][OverflowWorkspace] || !labels["workspace"]["ws-0001"] || !labels["workspace"]["ws-0100"] || labels["workspace"]["ws-0101"] {
-		t.Errorf("wrong workspaces kept: want ws-0001..ws-0100 and _overflow")
+	// The first ones the reader lists (the order they became known) are kept.
+	if !labels["workspace"][OverflowWorkspace] || !labels["workspace"]["ws-0250"] || !labels["workspace"]["ws-0151"] || labels["workspace"]["ws-0150"] {
+		t.Errorf("wrong workspaces kept: want ws-0250..ws-0151 (the first %d listed) and _overflow", limit)
 	}
 	if got := len(labels["status"]); got != 2 {
 		t.Errorf("status label values %v, want success and other", labels["status"])
@@ -298,4 +312,80 @@ func TestFleetCollectorConcurrentScrapes(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestFleetCollectorWalksALargeOverflow: with more overflow workspaces than
+// a scrape reads itself, scrapes read only the named ones, and the
+// _overflow sum comes from a background walk, exact once it has completed,
+// with its age.
+func TestFleetCollectorWalksALargeOverflow(t *testing.T) {
+	const n, limit = syncOverflow + 205, 100
+	var stats []fleet.WorkspaceStats
+	var devices int64
+	for i := range n {
+		s := ws(fmt.Sprintf("ws-%05d", i), 1+int64(i%7), 0, 0, 0, nil)
+		devices += s.Devices
+		stats = append(stats, s)
+	}
+	f := &countingStats{fakeStats: fakeStats{stats: stats}}
+	c := NewFleetCollectorSharing(f, limit, 0, discardLogger())
+	c.SetOverflowRate(1 << 30) // no pause between chunks
+	defer c.Close()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c)
+	sum := func() (float64, bool) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total float64
+		overflow := false
+		for _, mf := range mfs {
+			if mf.GetName() != "fleet_devices" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				total += m.GetGauge().GetValue()
+				overflow = overflow || m.GetLabel()[0].GetValue() == OverflowWorkspace
+			}
+		}
+		return total, overflow
+	}
+	if _, overflow := sum(); overflow {
+		t.Fatal("an _overflow sum before the walk could have completed")
+	}
+	if got := f.scraped.Load(); got != limit {
+		t.Fatalf("the scrape read %d workspaces, want the %d named (the rest is the walk's)", got, limit)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if total, overflow := sum(); overflow {
+			if total != float64(devices) {
+				t.Fatalf("sum of fleet_devices = %v, want %d", total, devices)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no _overflow sum after 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := testutil.CollectAndCount(c, "fleetd_fleet_overflow_age_seconds"); n != 1 {
+		t.Fatalf("fleetd_fleet_overflow_age_seconds: %d series", n)
+	}
+}
+
+// countingStats counts the workspaces read from the first one on (by a
+// scrape; the walk starts past the named ones).
+type countingStats struct {
+	fakeStats
+	scraped atomic.Int64
+}
+
+func (c *countingStats) StatsRange(ctx context.Context, offset, count int) ([]fleet.WorkspaceStats, int, error) {
+	st, known, err := c.fakeStats.StatsRange(ctx, offset, count)
+	if offset == 0 {
+		c.scraped.Add(int64(len(st)))
+	}
+	return st, known, err
 }

@@ -70,3 +70,12 @@ func NewKeptDropped(reg prometheus.Registerer, dropped func() uint64) {
 		Help: "Session events kept for devices without a home for them (unregistered, deleted) that were dropped, the oldest first, past --max-kept-events per device.",
 	}, func() float64 { return float64(dropped()) }))
 }
+
+// NewWorkspacesRefused registers fleetd_workspaces_refused_total, read from
+// the store's count (redisstore.Store.WorkspacesRefused).
+func NewWorkspacesRefused(reg prometheus.Registerer, refused func() uint64) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "fleetd_workspaces_refused_total",
+		Help: "Webhook requests refused (403) because a registration would have made one workspace more known than --max-workspaces.",
+	}, func() float64 { return float64(refused()) }))
+}

@@ -22,9 +22,9 @@ type countedReads struct {
 	n atomic.Int64
 }
 
-func (c *countedReads) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
+func (c *countedReads) StatsRange(ctx context.Context, offset, count int) ([]fleet.WorkspaceStats, int, error) {
 	c.n.Add(1)
-	return c.StatsReader.Stats(ctx)
+	return c.StatsReader.StatsRange(ctx, offset, count)
 }
 
 // TestConcurrentScrapesShareOneRead is case 4 of the bounds issue: 48

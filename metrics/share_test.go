@@ -25,16 +25,16 @@ type gatedStats struct {
 	gate  chan struct{} // nil: answer at once
 }
 
-func (g *gatedStats) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
+func (g *gatedStats) StatsRange(ctx context.Context, offset, count int) ([]fleet.WorkspaceStats, int, error) {
 	g.calls.Add(1)
 	if g.gate != nil {
 		select {
 		case <-g.gate:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
 	}
-	return g.stats, g.err
+	return statsRange(g.stats, offset, count), len(g.stats), g.err
 }
 
 // waitCalls waits until n reads have started.

@@ -30,7 +30,7 @@ func (s *Store) CreateKey(ctx context.Context, keyHash []byte, k fleet.APIKey) e
 	pipe := s.rdb.Pipeline()
 	pipe.Set(ctx, apiKeyIDKey(k.ID), h, 0)
 	pipe.ZAdd(ctx, wsKey(k.Workspace, "keys"), redis.Z{Score: float64(k.CreatedAt.UnixMilli()), Member: k.ID})
-	pipe.SAdd(ctx, keyWorkspaces, k.Workspace)
+	pipe.ZAddNX(ctx, keyWorkspaces, redis.Z{Score: float64(s.now().UnixMilli()), Member: k.Workspace})
 	_, err := pipe.Exec(ctx)
 	return wrap("create key", err)
 }
@@ -143,16 +143,33 @@ func (s *Store) TouchKey(ctx context.Context, id string, t time.Time) error {
 // statsChunk is how many workspaces one Stats pipeline reads.
 const statsChunk = 5000
 
-// Stats implements fleet.StatsReader: one pipeline over every known
-// workspace (go-redis splits it per node on a cluster).
+// Stats reads the fleet state of every known workspace: StatsRange of all.
 func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*s.cfg.Timeout)
+	st, _, err := s.StatsRange(ctx, 0, -1)
+	return st, err
+}
+
+// StatsRange implements fleet.StatsReader: the workspaces in the order
+// they became known (fl:workspaces), in pipelines of statsChunk (go-redis
+// splits them per node on a cluster), four commands a workspace.
+func (s *Store) StatsRange(ctx context.Context, offset, count int) ([]fleet.WorkspaceStats, int, error) {
+	ctx, cancel := context.WithTimeout(withOp(ctx, "stats"), 5*s.cfg.Timeout)
 	defer cancel()
-	ctx = withOp(ctx, "stats")
-	wss, err := s.rdb.SMembers(ctx, keyWorkspaces).Result()
-	if err != nil {
-		return nil, wrap("stats", err)
+	stop := int64(-1)
+	if count >= 0 {
+		if count == 0 {
+			n, err := s.rdb.ZCard(ctx, keyWorkspaces).Result()
+			return nil, int(n), wrap("stats", err)
+		}
+		stop = int64(offset + count - 1)
 	}
+	pipe := s.rdb.Pipeline()
+	known := pipe.ZCard(ctx, keyWorkspaces)
+	names := pipe.ZRange(ctx, keyWorkspaces, int64(offset), stop)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, 0, wrap("stats", err)
+	}
+	wss := names.Val()
 	now, _ := s.clock()
 	minLive := strconv.FormatInt(now-s.cfg.LiveSessionBound.Milliseconds(), 10)
 	type cmds struct {
@@ -160,8 +177,6 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 		tot            *redis.MapStringStringCmd
 	}
 	cs := make([]cmds, len(wss))
-	// Pipelines of statsChunk workspaces, so that neither side buffers
-	// the replies of every workspace at once past the tested 10,000.
 	for lo := 0; lo < len(wss); lo += statsChunk {
 		pipe := s.rdb.Pipeline()
 		for i := lo; i < min(lo+statsChunk, len(wss)); i++ {
@@ -174,7 +189,7 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, wrap("stats", err)
+			return nil, 0, wrap("stats", err)
 		}
 	}
 	out := make([]fleet.WorkspaceStats, len(wss))
@@ -193,5 +208,5 @@ func (s *Store) Stats(ctx context.Context) ([]fleet.WorkspaceStats, error) {
 		}
 		out[i] = st
 	}
-	return out, nil
+	return out, int(known.Val()), nil
 }

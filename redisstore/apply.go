@@ -445,7 +445,7 @@ func (s *Store) place(ctx context.Context, events []fleet.Event, work []int, res
 	devs := map[string]*dev{}
 	var order []string
 	wsSeen := map[string]bool{}
-	var sadd []*call
+	admit := []any{s.now().UnixMilli(), s.cfg.MaxWorkspaces}
 	for _, i := range work {
 		e := &events[i]
 		d := devs[e.DeviceID]
@@ -463,12 +463,24 @@ func (s *Store) place(ctx context.Context, events []fleet.Event, work []int, res
 			}
 			if !wsSeen[e.WorkspaceID] {
 				wsSeen[e.WorkspaceID] = true
-				sadd = append(sadd, &call{raw: []any{"sadd", keyWorkspaces, e.WorkspaceID}})
+				admit = append(admit, e.WorkspaceID)
 			}
 		}
 	}
+	// The workspaces first: a registration past --max-workspaces refuses
+	// the request before anything of it is written.
+	if len(admit) > 2 {
+		c := &call{script: admitScript, keys: []string{keyWorkspaces}, args: admit}
+		if err := s.exec(ctx, []*call{c}); err != nil {
+			return err
+		}
+		if ws, _ := c.cmd.Text(); ws != "" {
+			s.wsRefused.Add(1)
+			return fleet.Errorf(fleet.EFORBIDDEN, "workspace limit reached: %q would be a new workspace, and fleetd keeps at most %d (--max-workspaces)", ws, s.cfg.MaxWorkspaces)
+		}
+	}
 	byBucket := map[uint32]*call{}
-	calls := sadd
+	var calls []*call
 	for _, id := range order {
 		d := devs[id]
 		b := bucketOf(id)
@@ -765,6 +777,10 @@ func (s *Store) countDropped(v any) {
 		s.keptDropped.Add(uint64(n))
 	}
 }
+
+// WorkspacesRefused is how many requests were refused because a
+// registration would have made a workspace known past MaxWorkspaces.
+func (s *Store) WorkspacesRefused() uint64 { return s.wsRefused.Load() }
 
 // KeptDropped is how many kept session events were dropped because their
 // device had --max-kept-events kept already (the oldest go first).

@@ -95,7 +95,8 @@ import (
 //
 // Global keys (one slot each, never touched by the per-event scripts):
 //
-//	fl:workspaces         set   every known workspace id
+//	fl:workspaces         zset  every known workspace id, by when it was first
+//	                             seen (ms): the stable order of the metrics' label cap
 //	fl:key:SHA256HEX      hash  API key by the SHA-256 of the key: id, ws, name, ro, c, u, rv
 //	fl:keyid:ID           string key id → SHA256HEX
 //

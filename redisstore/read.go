@@ -356,5 +356,5 @@ func (s *Store) AddMember(ctx context.Context, ws string, m fleet.Member) error 
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	return wrap("add member", s.rdb.SAdd(ctx, keyWorkspaces, ws).Err())
+	return wrap("add member", s.rdb.ZAddNX(ctx, keyWorkspaces, redis.Z{Score: float64(s.now().UnixMilli()), Member: ws}).Err())
 }

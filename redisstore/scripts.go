@@ -85,6 +85,7 @@ var (
 	settleScript     = script("settle")
 	sweepScript      = script("sweep")
 	forgetScript     = script("forget")
+	admitScript      = script("admit")
 	devicesScript    = script("devices")
 	sessionsScript   = script("sessions")
 	usageScript      = script("usage")
@@ -95,4 +96,4 @@ var (
 )
 
 var allScripts = []*redis.Script{applyScript, keepScript, stashScript, placeScript, unpendScript, unkeepScript, syncScript, adoptScript, mergeScript,
-	tombScript, settleScript, sweepScript, forgetScript, devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}
+	tombScript, settleScript, sweepScript, forgetScript, admitScript, devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}

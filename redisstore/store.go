@@ -38,6 +38,10 @@ type Config struct {
 	// MaxKeptSessions bounds the sessions kept per device while they have
 	// no home (an unregistered or deleted device): past it the oldest go.
 	MaxKeptSessions int
+	// MaxWorkspaces bounds the workspaces that registrations can make known
+	// (0: no bound). A request whose registration would pass it is refused
+	// whole (EFORBIDDEN), with nothing written.
+	MaxWorkspaces int
 	// Observe, when set, is called after every Redis call the store makes
 	// through its client (one command, or one pipeline: one round trip)
 	// with the operation's name, how long it took and its error (nil when
@@ -75,6 +79,8 @@ type Store struct {
 	swept   map[string]int64
 	// keptDropped counts kept sessions dropped for MaxKeptSessions.
 	keptDropped atomic.Uint64
+	// wsRefused counts registrations refused for MaxWorkspaces.
+	wsRefused atomic.Uint64
 	// refuse, set by tests only, makes validate refuse an event, as for a
 	// value the decoder let through.
 	refuse func(*fleet.Event) error
@@ -327,7 +333,7 @@ func opOf(ctx context.Context, cmd redis.Cmder) string {
 var scriptNames = map[*redis.Script]string{
 	applyScript: "apply", keepScript: "keep", stashScript: "stash", placeScript: "place", unpendScript: "unpend",
 	unkeepScript: "unkeep", syncScript: "sync", adoptScript: "adopt", mergeScript: "merge", tombScript: "tomb", settleScript: "settle",
-	sweepScript: "sweep", forgetScript: "forget", devicesScript: "devices", sessionsScript: "sessions",
+	sweepScript: "sweep", forgetScript: "forget", admitScript: "admit", devicesScript: "devices", sessionsScript: "sessions",
 	usageScript: "usage", monthUsageScript: "month_usage", unbindScript: "unbind", rotateScript: "rotate",
 	addMemberScript: "add_member",
 }

@@ -82,7 +82,7 @@ func (s *Store) DeleteWorkspace(ctx context.Context, ws string) (WorkspaceDeleti
 	}
 	cctx, cancel := context.WithTimeout(withOp(ctx, "delete_workspace"), s.cfg.Timeout)
 	defer cancel()
-	if err := s.rdb.SRem(cctx, keyWorkspaces, ws).Err(); err != nil {
+	if err := s.rdb.ZRem(cctx, keyWorkspaces, ws).Err(); err != nil {
 		return d, s.fail("delete workspace: forget", err)
 	}
 	return d, nil
@@ -214,7 +214,7 @@ func (s *Store) deleteTagged(ctx context.Context, pattern string) (int, error) {
 }
 
 // ListWorkspaces returns the known workspaces whose id starts with prefix
-// ("" for all), sorted, read with SSCAN in steps of WorkspaceScanCount.
+// ("" for all), sorted, read with ZSCAN in steps of WorkspaceScanCount.
 func (s *Store) ListWorkspaces(ctx context.Context, prefix string) ([]string, error) {
 	if prefix != "" && !fleet.ValidID(prefix) {
 		return nil, fleet.Errorf(fleet.EINVALID, "prefix must be 1-128 characters of [A-Za-z0-9._:@-]")
@@ -223,14 +223,14 @@ func (s *Store) ListWorkspaces(ctx context.Context, prefix string) ([]string, er
 	var cursor uint64
 	for {
 		cctx, cancel := context.WithTimeout(withOp(ctx, "list_workspaces"), s.cfg.Timeout)
-		ws, next, err := s.rdb.SScan(cctx, keyWorkspaces, cursor, prefix+"*", WorkspaceScanCount).Result()
+		ws, next, err := s.rdb.ZScan(cctx, keyWorkspaces, cursor, prefix+"*", WorkspaceScanCount).Result()
 		cancel()
 		if err != nil {
 			return nil, s.fail("list workspaces", err)
 		}
-		for _, w := range ws {
-			if strings.HasPrefix(w, prefix) {
-				out = append(out, w)
+		for k := 0; k < len(ws); k += 2 { // member, score
+			if strings.HasPrefix(ws[k], prefix) {
+				out = append(out, ws[k])
 			}
 		}
 		if cursor = next; cursor == 0 {

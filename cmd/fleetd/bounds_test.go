@@ -130,3 +130,31 @@ func TestInflightBoundBelowBodyLimitFailsAtStart(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestWorkspaceCap: past --max-workspaces a registration naming a new
+// workspace refuses its request whole (403 JSON, nothing applied, counted),
+// while registrations in known workspaces, and other senders, go on.
+func TestWorkspaceCap(t *testing.T) {
+	env, store := testBackend(t, map[string]string{"FLEETD_WEBHOOK_SECRET": testSecret})
+	d := MustStart(t, env, "--max-workspaces", "2", "--metrics-share", "0")
+	reg := func(dev, ws string) string {
+		return fmt.Sprintf(`{"type":"device.registered","qdDeviceId":"%s","workspaceId":"%s","name":"n","os":"L"}`, dev, ws)
+	}
+	wantCounts(t, d.webhook(t, "["+reg("cap-d1", "cap-w1")+","+reg("cap-d2", "cap-w2")+"]"), 2, 0, 0, 0)
+	r := d.webhook(t, `[{"type":"device.online.changed","qdDeviceId":"cap-d1","online":true},`+reg("cap-d3", "cap-w3")+"]")
+	wantError(t, r, 403, "forbidden")
+	if !strings.Contains(r.raw, `cap-w3`) || !strings.Contains(r.raw, "--max-workspaces") {
+		t.Fatalf("the refusal does not say why: %s", r.raw)
+	}
+	if st := wsStats(t, store, "cap-w1"); st.Online != 0 {
+		t.Fatalf("the refused request was partly applied: %+v", st)
+	}
+	wantCounts(t, d.webhook(t, reg("cap-d4", "cap-w1")), 1, 0, 0, 0)
+	wantCounts(t, d.webhook(t, `{"type":"device.online.changed","qdDeviceId":"cap-d1","online":true}`), 1, 0, 0, 0)
+	if v := metric(t, d, "fleetd_workspaces_refused_total"); v != 1 {
+		t.Fatalf("fleetd_workspaces_refused_total = %v, want 1", v)
+	}
+	if v := metric(t, d, "fleetd_fleet_workspaces"); v != 2 {
+		t.Fatalf("fleetd_fleet_workspaces = %v, want 2", v)
+	}
+}

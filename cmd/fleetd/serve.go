@@ -50,6 +50,8 @@ type serveConfig struct {
 	clientIPHeader   string
 	maxWorkspaces    int
 	maxKept          int
+	overflowRate     int
+	maxWS            int
 	metricsShare     time.Duration
 	logLevel         string
 	debugAddr        string
@@ -90,6 +92,8 @@ and a demo API key.`
 	fs.StringVar(&c.clientIPHeader, "client-ip-header", "", "header whose first address identifies the client (e.g. X-Forwarded-For), only behind a proxy that sets it; default: the connection's address")
 	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
 	fs.IntVar(&c.maxKept, "max-kept-events", redisstore.DefaultMaxKeptSessions, "most sessions kept per device while they have no workspace (device not registered yet, or deleted); past it the oldest are dropped (fleetd_pending_dropped_total)")
+	fs.IntVar(&c.overflowRate, "metrics-overflow-rate", metrics.DefaultOverflowRate, "workspaces a second that the background sum of the workspaces beyond --metrics-max-workspaces reads (when they outnumber the named ones); bounds what /metrics costs Redis")
+	fs.IntVar(&c.maxWS, "max-workspaces", 1000000, "most workspaces that webhooks can make known (0: no bound); a registration naming one more is refused, 403 forbidden (fleetd_workspaces_refused_total)")
 	fs.DurationVar(&c.metricsShare, "metrics-share", metrics.ShareFor, "a scrape of /metrics that ended less than this ago answers later scrapes too (0: only scrapes that arrive while one is in flight share it)")
 	fs.StringVar(&c.debugAddr, "debug-addr", "", "if set, serve net/http/pprof on this separate address (e.g. 127.0.0.1:6060) for CPU and allocation profiles; never expose it")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -148,7 +152,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	store, err := redisstore.Open(ctx, redisstore.Config{
 		URL: redisURL, Cluster: c.redis.clusterAddrs(), Timeout: c.redis.timeout,
 		LiveSessionBound: c.liveSessionBound, Retention: c.retention, Observe: rm.Observe,
-		MaxKeptSessions: c.maxKept,
+		MaxKeptSessions: c.maxKept, MaxWorkspaces: c.maxWS,
 	})
 	if err != nil {
 		return err
@@ -178,7 +182,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	am := metrics.NewAPI(reg)
 	lm := metrics.NewLimits(reg)
 	metrics.NewKeptDropped(reg, store.KeptDropped)
-	registerFleetCollector(reg, store, c.maxWorkspaces, c.metricsShare, log)
+	metrics.NewWorkspacesRefused(reg, store.WorkspacesRefused)
+	fc := registerFleetCollector(reg, store, c.maxWorkspaces, c.overflowRate, c.metricsShare, log)
+	defer fc.Close()
 
 	if c.commitWorkers <= 0 {
 		c.commitWorkers = 1

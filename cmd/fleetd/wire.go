@@ -16,9 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// registerFleetCollector adds the scrape-time fleet collector.
-func registerFleetCollector(reg *prometheus.Registry, r fleet.StatsReader, maxWorkspaces int, shareFor time.Duration, log *slog.Logger) {
-	reg.MustRegister(metrics.NewFleetCollectorSharing(r, maxWorkspaces, shareFor, log))
+// registerFleetCollector adds the scrape-time fleet collector; Close it
+// when done (it may walk the overflow workspaces in the background).
+func registerFleetCollector(reg *prometheus.Registry, r fleet.StatsReader, maxWorkspaces, overflowRate int, shareFor time.Duration, log *slog.Logger) *metrics.FleetCollector {
+	c := metrics.NewFleetCollectorSharing(r, maxWorkspaces, shareFor, log)
+	c.SetOverflowRate(overflowRate)
+	reg.MustRegister(c)
+	return c
 }
 
 // loadtestCmd runs the load test. Its verifier needs an API key per
