@@ -28,9 +28,6 @@ import (
 //	fl:{w:W}:ends         zset  ended session id by end ms (usage edges)
 //	fl:{w:W}:secd         hash  UTC day number → session seconds ended that day
 //	fl:{w:W}:act:DAY      set   devices with a session ended on DAY
-//	fl:{w:W}:secm         hash  UTC month (months since 1970-01) → session seconds
-//	fl:{w:W}:actm:MONTH   set   devices with a session ended in MONTH (a whole-month
-//	                             usage read is O(1): the default period)
 //	fl:{w:W}:tot          hash  "s" → session seconds ever, "e:LABEL" → sessions
 //	                             ended, by status folded to fleet.StatusLabels
 //	fl:{w:W}:sn:DAY:K     hash  12-byte digests of delivery ids that arrived on UTC

@@ -255,17 +255,7 @@ func (s *Store) Usage(ctx context.Context, ws string, from, to time.Time) (fleet
 	u := fleet.Usage{From: from, To: to}
 	now, _ := s.clock()
 	bound := s.cfg.LiveSessionBound.Milliseconds()
-	var cmd *redis.Cmd
-	var err error
-	if m, ok := wholeMonth(from, to); ok {
-		containsNow := "0"
-		if from.UnixMilli() <= now && now < to.UnixMilli() {
-			containsNow = "1"
-		}
-		cmd, err = s.eval(ctx, monthUsageScript, []string{wsDevKey(ws)}, m, containsNow, now, bound)
-	} else {
-		cmd, err = s.eval(ctx, usageScript, []string{wsDevKey(ws)}, from.UnixMilli(), to.UnixMilli(), now, bound)
-	}
+	cmd, err := s.eval(ctx, usageScript, []string{wsDevKey(ws)}, from.UnixMilli(), to.UnixMilli(), now, bound)
 	if err != nil {
 		return u, err
 	}
@@ -275,18 +265,6 @@ func (s *Store) Usage(ctx context.Context, ws string, from, to time.Time) (fleet
 	}
 	u.SessionSeconds, u.ActiveDevices, u.Devices = v[0], v[1], v[2]
 	return u, nil
-}
-
-// wholeMonth reports whether [from, to) is exactly one UTC calendar month,
-// and which (months since 1970-01, as the scripts count them).
-func wholeMonth(from, to time.Time) (int, bool) {
-	from, to = from.UTC(), to.UTC()
-	y, m, d := from.Date()
-	start := time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
-	if d != 1 || !from.Equal(start) || !to.Equal(start.AddDate(0, 1, 0)) {
-		return 0, false
-	}
-	return (y-1970)*12 + int(m) - 1, true
 }
 
 type memberRecord struct {

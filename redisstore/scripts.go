@@ -42,6 +42,8 @@ func prelude() string {
 	fmt.Fprintf(&b, "local F_MULTI, F_ELSEWHERE = %d, %d\n", fMulti, fElsewhere)
 	fmt.Fprintf(&b, "local T_ONLINE, T_STARTED, T_ENDED = %d, %d, %d\n",
 		fleet.EventOnlineChanged, fleet.EventSessionStarted, fleet.EventSessionEnded)
+	fmt.Fprintf(&b, "local T_ONLINE_S, T_STARTED_S, T_ENDED_S = '%d', '%d', '%d'\n",
+		fleet.EventOnlineChanged, fleet.EventSessionStarted, fleet.EventSessionEnded)
 	fmt.Fprintf(&b, "local HISTORY_MAX, DAY_MS, DEDUPE_TTL, PENDING_TTL_MS, MAX_DURATION = %d, %d, %d, %d, %d\n",
 		historyMax, dayMs, dedupeTTLSec, pendingTTL, maxDurationSec)
 	b.WriteString("local STATUS_LABELS = {")
@@ -72,28 +74,27 @@ func script(names ...string) *redis.Script {
 
 // The scripts. Each file under lua/ says what it takes and returns.
 var (
-	applyScript      = script("dedupe", "apply")
-	keepScript       = script("keep")
-	stashScript      = script("stash")
-	placeScript      = script("place")
-	unpendScript     = script("unpend")
-	unkeepScript     = script("unkeep")
-	syncScript       = script("sync")
-	adoptScript      = script("adopt")
-	mergeScript      = script("merge")
-	tombScript       = script("tomb")
-	settleScript     = script("settle")
-	sweepScript      = script("sweep")
-	forgetScript     = script("forget")
-	admitScript      = script("admit")
-	devicesScript    = script("devices")
-	sessionsScript   = script("sessions")
-	usageScript      = script("usage")
-	monthUsageScript = script("month_usage")
-	unbindScript     = script("unbind")
-	rotateScript     = script("rotate")
-	addMemberScript  = script("add_member")
+	applyScript     = script("dedupe", "apply")
+	keepScript      = script("keep")
+	stashScript     = script("stash")
+	placeScript     = script("place")
+	unpendScript    = script("unpend")
+	unkeepScript    = script("unkeep")
+	syncScript      = script("sync")
+	adoptScript     = script("adopt")
+	mergeScript     = script("merge")
+	tombScript      = script("tomb")
+	settleScript    = script("settle")
+	sweepScript     = script("sweep")
+	forgetScript    = script("forget")
+	admitScript     = script("admit")
+	devicesScript   = script("devices")
+	sessionsScript  = script("sessions")
+	usageScript     = script("usage")
+	unbindScript    = script("unbind")
+	rotateScript    = script("rotate")
+	addMemberScript = script("add_member")
 )
 
 var allScripts = []*redis.Script{applyScript, keepScript, stashScript, placeScript, unpendScript, unkeepScript, syncScript, adoptScript, mergeScript,
-	tombScript, settleScript, sweepScript, forgetScript, admitScript, devicesScript, sessionsScript, usageScript, monthUsageScript, unbindScript, rotateScript, addMemberScript}
+	tombScript, settleScript, sweepScript, forgetScript, admitScript, devicesScript, sessionsScript, usageScript, unbindScript, rotateScript, addMemberScript}

@@ -334,7 +334,7 @@ var scriptNames = map[*redis.Script]string{
 	applyScript: "apply", keepScript: "keep", stashScript: "stash", placeScript: "place", unpendScript: "unpend",
 	unkeepScript: "unkeep", syncScript: "sync", adoptScript: "adopt", mergeScript: "merge", tombScript: "tomb", settleScript: "settle",
 	sweepScript: "sweep", forgetScript: "forget", admitScript: "admit", devicesScript: "devices", sessionsScript: "sessions",
-	usageScript: "usage", monthUsageScript: "month_usage", unbindScript: "unbind", rotateScript: "rotate",
+	usageScript: "usage", unbindScript: "unbind", rotateScript: "rotate",
 	addMemberScript: "add_member",
 }
 

@@ -661,28 +661,6 @@ func TestUnbindMissingDeviceIsNotFound(t *testing.T) {
 	}
 }
 
-// The scripts' calendar month of a time must be Go's, boundaries included.
-func TestMonthOfMatchesGo(t *testing.T) {
-	s, _ := MustOpenSingle(t)
-	ctx := context.Background()
-	sc := redis.NewScript(prelude() + luaFile("lib") + `return monthOf(tonumber(ARGV[1]))`)
-	for _, tm := range []time.Time{
-		time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2000, 2, 29, 23, 59, 59, 999e6, time.UTC),
-		time.Date(2000, 3, 1, 0, 0, 0, 0, time.UTC), time.Date(2024, 12, 31, 23, 59, 59, 999e6, time.UTC),
-		time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 6, 30, 23, 0, 0, 0, time.UTC),
-		time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC), time.Date(2100, 2, 28, 12, 0, 0, 0, time.UTC),
-		time.Date(2100, 3, 1, 0, 0, 0, 0, time.UTC),
-	} {
-		got, err := sc.Run(ctx, s.rdb, []string{"x"}, tm.UnixMilli()).Int()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want, _ := wholeMonth(time.Date(tm.Year(), tm.Month(), 1, 0, 0, 0, 0, time.UTC), time.Date(tm.Year(), tm.Month()+1, 1, 0, 0, 0, 0, time.UTC)); got != want {
-			t.Errorf("%v: monthOf = %d, want %d", tm, got, want)
-		}
-	}
-}
-
 // snapshotAll is every key with its serialized value (DUMP), to show
 // that a refused call changed nothing.
 func snapshotAll(tb testing.TB, s *Store) map[string]string {

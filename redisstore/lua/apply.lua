@@ -14,28 +14,37 @@
 -- flags F_MULTI (the device has moved or been deleted: Go checks the
 -- session's other copies) and F_ELSEWHERE (applied here while the device
 -- is placed in another workspace: Go raises its last seen there).
+--
+-- Only presence changes are de-duplicated by delivery id: a session event
+-- that changes nothing is a duplicate by what it says (the session already
+-- has that start, or an end).
 
 local now = tonumber(ARGV[1])
 local bound, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 
 -- Check everything before writing anything, so that a bad argument fails
 -- the call with nothing applied.
-local evs = {}
-for i = 5, #ARGV, 8 do
-  local e = {P = ARGV[i], typ = tonumber(ARGV[i + 1]), id = ARGV[i + 2], ts = tonumber(ARGV[i + 3]),
-    d = ARGV[i + 4], sid = ARGV[i + 5], x = ARGV[i + 6], gd = opt(ARGV[i + 7])}
-  if not (e.typ and e.ts and (ARGV[i + 7] == '' or e.gd)) or e.gd and (e.gd < 0 or e.gd > MAX_DURATION) then
-    return redis.error_reply('ERR fleetd: malformed event ' .. ((i - 5) / 8))
+local n = (#ARGV - 4) / 8
+local ts = {}
+for k = 1, n do
+  local i = 5 + (k - 1) * 8
+  local t, gd = tonumber(ARGV[i + 3]), ARGV[i + 7]
+  if not (t and tonumber(ARGV[i + 1])) or gd ~= '' and not (tonumber(gd) and tonumber(gd) >= 0 and tonumber(gd) <= MAX_DURATION) then
+    return redis.error_reply('ERR fleetd: malformed event ' .. (k - 1))
   end
-  evs[#evs + 1] = e
+  ts[k] = t
 end
 if not (now and bound and retention) then return redis.error_reply('ERR fleetd: malformed arguments') end
 
 local out = {}
-for k, e in ipairs(evs) do
-  local P, d, ts = e.P, e.d, e.ts
-  local DEV = P .. 'dev'
-  local W = wsOf(P)
+local lastP, W, DEV, SS = nil, nil, nil, nil
+for k = 1, n do
+  local i = 5 + (k - 1) * 8
+  local P, typ, d = ARGV[i], ARGV[i + 1], ARGV[i + 4]
+  local t, tss = ts[k], ARGV[i + 3]
+  if P ~= lastP then
+    lastP, W, DEV, SS = P, wsOf(P), P .. 'dev', P .. 'ss'
+  end
   local raw = redis.call('HGET', DEV, d)
   local r = R_NOTHERE
   if raw then
@@ -48,15 +57,14 @@ for k, e in ipairs(evs) do
       flags = F_MULTI
       if not owner then flags = flags + F_ELSEWHERE end
     end
-    local iddup = false
-    if e.typ == T_ONLINE then
+    if typ == T_ONLINE_S then
       if owner then
-        if dup(P, e.id) then
-          r, iddup = R_DUPLICATE, true
+        if dup(P, ARGV[i + 2], t) then
+          r = R_DUPLICATE
         else
           local on = 0
-          if e.x == '1' then on = 1 end
-          local c = pnewer(dev, ts, on)
+          if ARGV[i + 6] == '1' then on = 1 end
+          local c = pnewer(dev, t, on)
           if c < 0 then
             r = R_STALE
           elseif c == 0 then
@@ -66,59 +74,54 @@ for k, e in ipairs(evs) do
             if on ~= dev.on then
               if on == 1 then redis.call('ZADD', P .. 'on', 0, d) else redis.call('ZREM', P .. 'on', d) end
             end
-            dev.on, dev.ot = on, ts
+            dev.on, dev.ot, dev._ot, dev._otn = on, t, tss, t
           end
-          lsmax(dev, ts)
+          lsmax(dev, t, tss)
           redis.call('HSET', DEV, d, dput(dev))
         end
         r = r + flags
       end
     else
-      local SS = P .. 'ss'
-      local sraw = redis.call('HGET', SS, e.sid)
+      local sid = ARGV[i + 5]
+      local sraw = redis.call('HGET', SS, sid)
       local old = nil
       if sraw then old = sget(sraw) end
-      local inc = {d = d, w = now}
-      if e.typ == T_STARTED then
-        inc.st = ts
+      local inc = {d = d, w = now, _w = ARGV[1], _wn = now}
+      if typ == T_STARTED_S then
+        inc.st, inc._st, inc._stn = t, tss, t
       else
-        inc.en, inc.gd, inc.s = ts, e.gd, e.x
+        local gds = ARGV[i + 7]
+        inc.en, inc._en, inc._enn, inc.s = t, tss, t, ARGV[i + 6]
+        if gds ~= '' then inc.gd, inc._gd, inc._gdn = tonumber(gds), gds, tonumber(gds) end
       end
       if old and old.tomb then
         -- Moved: keep what this event adds in the tombstone, for Go to
         -- bring to the session's home.
         local j = sjoin(old, inc)
-        if skey(j) ~= skey(old) then stomb(P, e.sid, nil, j, old.tomb, now, bound, retention) end
+        if skey(j) ~= skey(old) then stomb(P, sid, nil, j, old.tomb, now, bound, retention) end
         r = R_MOVED + flags
       elseif old then
         local j = sjoin(old, inc)
-        if dup(P, e.id) then
-          r, iddup = R_DUPLICATE + flags, true
-        elseif skey(j) == skey(old) then
+        if skey(j) == skey(old) then
           r = R_DUPLICATE + flags
         elseif hl and hhome(hl, sat(j)) ~= W then
           -- The start moved the session's home elsewhere.
-          stomb(P, e.sid, old, j, hhome(hl, sat(j)), now, bound, retention)
+          stomb(P, sid, old, j, hhome(hl, sat(j)), now, bound, retention)
           r = R_MOVED + flags
         else
-          scount(P, e.sid, old, j, now, bound, retention)
-          redis.call('HSET', SS, e.sid, sput(j))
+          scount(P, sid, old, j, now, bound, retention)
+          redis.call('HSET', SS, sid, sput(j))
           r = R_ACCEPTED + flags
         end
       elseif not hl or hhome(hl, sat(inc)) == W then
-        if dup(P, e.id) then
-          r, iddup = R_DUPLICATE + flags, true
-        else
-          scount(P, e.sid, nil, inc, now, bound, retention)
-          redis.call('HSET', SS, e.sid, sput(inc))
-          r = R_ACCEPTED + flags
-        end
+        scount(P, sid, nil, inc, now, bound, retention)
+        redis.call('HSET', SS, sid, sput(inc))
+        r = R_ACCEPTED + flags
       end
-      -- Last seen counts every event about the device but a redelivery.
-      if r ~= R_NOTHERE and not iddup and ts ~= dev.ls then
-        local ls = dev.ls
-        lsmax(dev, ts)
-        if dev.ls ~= ls then redis.call('HSET', DEV, d, dput(dev)) end
+      -- Last seen counts every event about the device.
+      if r ~= R_NOTHERE and (dev.ls == nil or t > dev.ls) then
+        lsmax(dev, t, tss)
+        redis.call('HSET', DEV, d, dput(dev))
       end
     end
   end

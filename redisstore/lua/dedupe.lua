@@ -51,12 +51,18 @@ local function ddKey(cache, base, dg, b)
   return k
 end
 
--- dup reports whether digest dg was marked today or yesterday in workspace
--- P, and marks it today when not.
-local function dup(P, dg)
+-- ddRecent is from when an event's first delivery cannot have arrived
+-- yesterday: ts is at most 1 h ahead of its arrival (the decoder's bound),
+-- so an event with a ts past today's 01:00 (02:00, for clocks that differ)
+-- first arrived today, and yesterday's marks need no look.
+local ddRecent = ddDay * DAY_MS + 7200000
+
+-- dup reports whether digest dg of an event with ts was marked today or
+-- yesterday in workspace P, and marks it today when not.
+local function dup(P, dg, ts)
   if dg == '' then return false end
   local s = ddOf(P)
-  if s.by and redis.call('HEXISTS', ddKey(s.ky, s.y, dg, s.by), dg) == 1 then return true end
+  if s.by and ts < ddRecent and redis.call('HEXISTS', ddKey(s.ky, s.y, dg, s.by), dg) == 1 then return true end
   local k = ddKey(s.ka, s.a, dg, s.ba)
   if redis.call('HSETNX', k, dg, '') == 0 then return true end
   if not s.exp[k] then

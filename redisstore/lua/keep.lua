@@ -34,8 +34,8 @@ for k, e in ipairs(evs) do
   local hl = nil
   if h then hl = hparse(h) end
   local r
-  local idf = nil
-  if e.id ~= '' then idf = 'i:' .. e.id end
+  local idf = nil -- presence only: a session event is a duplicate by what it says
+  if e.id ~= '' and e.typ == T_ONLINE then idf = 'i:' .. e.id end
   local iddup = idf and redis.call('HEXISTS', pk, idf) == 1
   if iddup then
     r = R_DUPLICATE

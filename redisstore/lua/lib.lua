@@ -170,13 +170,34 @@ end
 --   COLD JSON {n,o,u} of name, os, user, written by Go; "x":1 marks a
 --        user unbound through the API (u stays for the tie-break).
 
+-- The codecs split records with plain finds (patterns cost several times
+-- more) and keep the text of each number as it was read, so that writing
+-- a record back formats only the numbers that changed (nstr).
+
+-- nstr is the text of number n: s0 when n is still n0, the number it was
+-- read as from s0; "" for none.
+local function nstr(n, n0, s0)
+  if n == nil then return '' end
+  if n == n0 then return s0 end
+  return fmt(n)
+end
+
+local ONS = {[0] = '0', [1] = '1'}
+
 local function dget(raw)
-  local on, ot, ls, rg, h, p = string.match(raw, '^(%d),(%-?%d*),(%-?%d*),(%-?%d*),([^;]*);()')
-  return {on = tonumber(on), ot = opt(ot), ls = opt(ls), rg = opt(rg), h = h, cold = string.sub(raw, p)}
+  local a = string.find(raw, ',', 3, true)
+  local b = string.find(raw, ',', a + 1, true)
+  local c = string.find(raw, ',', b + 1, true)
+  local p = string.find(raw, ';', c + 1, true)
+  local ots, lss, rgs = string.sub(raw, 3, a - 1), string.sub(raw, a + 1, b - 1), string.sub(raw, b + 1, c - 1)
+  local ot, ls, rg = opt(ots), opt(lss), opt(rgs)
+  return {on = string.byte(raw, 1) - 48, ot = ot, ls = ls, rg = rg, h = string.sub(raw, c + 1, p - 1),
+    cold = string.sub(raw, p + 1), _ot = ots, _otn = ot, _ls = lss, _lsn = ls, _rg = rgs, _rgn = rg}
 end
 
 local function dput(v)
-  return v.on .. ',' .. optfmt(v.ot) .. ',' .. optfmt(v.ls) .. ',' .. optfmt(v.rg) .. ',' .. v.h .. ';' .. v.cold
+  return ONS[v.on] .. ',' .. nstr(v.ot, v._otn, v._ot) .. ',' .. nstr(v.ls, v._lsn, v._ls) .. ',' ..
+    nstr(v.rg, v._rgn, v._rg) .. ',' .. v.h .. ';' .. v.cold
 end
 
 -- dhist returns the placement history a record holds.
@@ -208,8 +229,12 @@ local function pnewer(v, ts, on)
   return -1
 end
 
-local function lsmax(v, ts)
-  if ts and (v.ls == nil or ts > v.ls) then v.ls = ts end
+-- lsmax raises last seen to ts (whose text tss, if given, is kept).
+local function lsmax(v, ts, tss)
+  if ts and (v.ls == nil or ts > v.ls) then
+    v.ls = ts
+    if tss then v._ls, v._lsn = tss, ts end
+  end
 end
 
 -- dlist puts the record's listing entries in step with whether the device
@@ -236,24 +261,34 @@ end
 -- then settles as "=HOME," (the record stays, for late events).
 
 local function sget(raw)
-  local tomb = nil
+  local tomb, off = nil, 1
   local c1 = string.byte(raw, 1)
   if c1 == 126 or c1 == 61 then
-    local c = string.find(raw, ',', 2, true)
-    tomb = string.sub(raw, 2, c - 1)
-    raw = string.sub(raw, c + 1)
+    off = string.find(raw, ',', 2, true)
+    tomb = string.sub(raw, 2, off - 1)
+    off = off + 1
   end
-  local d, st, en, gd, w, status = string.match(raw, '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),(.*)$')
-  return {d = d, st = opt(st), en = opt(en), gd = opt(gd), w = opt(w), s = status, tomb = tomb}
+  local a = string.find(raw, ',', off, true)
+  local b = string.find(raw, ',', a + 1, true)
+  local c = string.find(raw, ',', b + 1, true)
+  local d = string.find(raw, ',', c + 1, true)
+  local e = string.find(raw, ',', d + 1, true)
+  local sts, ens, gds, ws = string.sub(raw, a + 1, b - 1), string.sub(raw, b + 1, c - 1),
+    string.sub(raw, c + 1, d - 1), string.sub(raw, d + 1, e - 1)
+  local st, en, gd, w = opt(sts), opt(ens), opt(gds), opt(ws)
+  return {d = string.sub(raw, off, a - 1), st = st, en = en, gd = gd, w = w, s = string.sub(raw, e + 1), tomb = tomb,
+    _st = sts, _stn = st, _en = ens, _enn = en, _gd = gds, _gdn = gd, _w = ws, _wn = w}
 end
 
 -- skey is the record without its write time: equal keys, same session.
 local function skey(v)
-  return v.d .. ',' .. optfmt(v.st) .. ',' .. optfmt(v.en) .. ',' .. optfmt(v.gd) .. ',' .. (v.s or '')
+  return v.d .. ',' .. nstr(v.st, v._stn, v._st) .. ',' .. nstr(v.en, v._enn, v._en) .. ',' .. nstr(v.gd, v._gdn, v._gd) ..
+    ',' .. (v.s or '')
 end
 
 local function sput(v)
-  return v.d .. ',' .. optfmt(v.st) .. ',' .. optfmt(v.en) .. ',' .. optfmt(v.gd) .. ',' .. optfmt(v.w) .. ',' .. (v.s or '')
+  return v.d .. ',' .. nstr(v.st, v._stn, v._st) .. ',' .. nstr(v.en, v._enn, v._en) .. ',' .. nstr(v.gd, v._gdn, v._gd) ..
+    ',' .. nstr(v.w, v._wn, v._w) .. ',' .. (v.s or '')
 end
 
 -- sat is when the session started: its start, else its end minus durationSec.
@@ -283,12 +318,21 @@ end
 -- sjoin merges what two records know of one session: the earliest start,
 -- the winning end (ecmp).
 local function sjoin(a, b)
-  local r = {d = a.d, st = a.st, en = a.en, gd = a.gd, s = a.s, w = a.w}
+  local r = {d = a.d, st = a.st, en = a.en, gd = a.gd, s = a.s, w = a.w,
+    _st = a._st, _stn = a._stn, _en = a._en, _enn = a._enn, _gd = a._gd, _gdn = a._gdn, _w = a._w, _wn = a._wn}
   if r.d == '' then r.d = b.d end
-  if b.st and (not r.st or b.st < r.st) then r.st = b.st end
-  if b.en and (not r.en or ecmp(b, r) > 0) then r.en, r.gd, r.s = b.en, b.gd, b.s end
-  if b.w and (not r.w or b.w > r.w) then r.w = b.w end
+  if b.st and (not r.st or b.st < r.st) then r.st, r._st, r._stn = b.st, b._st, b._stn end
+  if b.en and (not r.en or ecmp(b, r) > 0) then
+    r.en, r.gd, r.s, r._en, r._enn, r._gd, r._gdn = b.en, b.gd, b.s, b._en, b._enn, b._gd, b._gdn
+  end
+  if b.w and (not r.w or b.w > r.w) then r.w, r._w, r._wn = b.w, b._w, b._wn end
   return r
+end
+
+-- satstr is the text of sat(v).
+local function satstr(v)
+  if v.st then return nstr(v.st, v._stn, v._st) end
+  return fmt(v.en - (v.gd or 0) * 1000)
 end
 
 local function slabel(s)
@@ -296,39 +340,16 @@ local function slabel(s)
   return 'other'
 end
 
--- monthOf returns the UTC calendar month of a time in ms, as months since
--- 1970-01 (civil-from-days, H. Hinnant).
-local function monthOf(ms)
-  local z = math.floor(ms / DAY_MS) + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m, y = mp + 3, yoe + era * 400
-  if mp >= 10 then m = mp - 9 end
-  if m <= 2 then y = y + 1 end
-  return (y - 1970) * 12 + m - 1
-end
-
 -- activeElsewhere reports whether device d has another ended session in
--- workspace P than sid whose end falls on the same day (or month, when
--- month is true) as ms.
-local function activeElsewhere(P, d, sid, ms, month)
+-- workspace P than sid whose end falls on the same UTC day as ms.
+local function activeElsewhere(P, d, sid, ms)
   local day = math.floor(ms / DAY_MS)
-  local mon = monthOf(ms)
   for _, other in ipairs(redis.call('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
     if other ~= sid then
       local raw = redis.call('HGET', P .. 'ss', other)
       if raw then
         local o = sget(raw)
-        if not o.tomb and o.en then
-          if month then
-            if monthOf(o.en) == mon then return true end
-          elseif math.floor(o.en / DAY_MS) == day then
-            return true
-          end
-        end
+        if not o.tomb and o.en and math.floor(o.en / DAY_MS) == day then return true end
       end
     end
   end
@@ -338,8 +359,8 @@ end
 -- scount moves the counts of workspace P from what record old contributes
 -- to what record new does (either may be nil): listing position (by
 -- "at", and by status label for ended ones), liveness, and, for ended
--- sessions, seconds and active devices by day and month and the totals
--- by status.
+-- sessions, seconds and active devices by UTC day and the totals by
+-- status. (A month's usage is summed from its days when it is read.)
 local function scount(P, sid, old, new, now, bound, retention)
   local d = (new or old).d
   local hd = P .. 'hd:' .. d
@@ -348,22 +369,24 @@ local function scount(P, sid, old, new, now, bound, retention)
     oat = sat(old)
     if old.en then olab = slabel(old.s) end
   end
+  local nats = nil
   if new then
     nat = sat(new)
     if new.en then nlab = slabel(new.s) end
+    if nat ~= oat or nlab and nlab ~= olab then nats = satstr(new) end
   end
   if nat and nat ~= oat then
-    redis.call('ZADD', P .. 'hist', fmt(nat), sid)
-    redis.call('ZADD', hd, fmt(nat), sid)
+    redis.call('ZADD', P .. 'hist', nats, sid)
+    redis.call('ZADD', hd, nats, sid)
   end
   if olab and olab ~= nlab then redis.call('ZREM', P .. 'hs:' .. olab, sid) end
-  if nlab and (nlab ~= olab or nat ~= oat) then redis.call('ZADD', P .. 'hs:' .. nlab, fmt(nat), sid) end
+  if nlab and (nlab ~= olab or nat ~= oat) then redis.call('ZADD', P .. 'hs:' .. nlab, nats, sid) end
   -- Sessions without an end, by start: live within the bound, abandoned
   -- after (both read from here).
   local olive = old and old.st and not old.en
   local nlive = new and new.st and not new.en
   if nlive then
-    if not olive or old.st ~= new.st then redis.call('ZADD', P .. 'live', fmt(new.st), sid) end
+    if not olive or old.st ~= new.st then redis.call('ZADD', P .. 'live', nstr(new.st, new._stn, new._st), sid) end
   elseif olive then
     redis.call('ZREM', P .. 'live', sid)
   end
@@ -372,39 +395,42 @@ local function scount(P, sid, old, new, now, bound, retention)
   local odur, ndur = 0, 0
   if oe then odur = sdur(old) end
   if ne then ndur = sdur(new) end
-  if oe and ne and old.en == new.en and odur == ndur and slabel(old.s) == slabel(new.s) then return end
+  if oe and ne and old.en == new.en and odur == ndur and olab == nlab then return end
   local tot = P .. 'tot'
   if oe then
     local day = math.floor(old.en / DAY_MS)
-    local mon = monthOf(old.en)
-    redis.call('HINCRBY', P .. 'secd', fmt(day), fmt(-odur))
-    redis.call('HINCRBY', P .. 'secm', fmt(mon), fmt(-odur))
-    redis.call('HINCRBY', tot, 's', fmt(-odur))
-    redis.call('HINCRBY', tot, 'e:' .. slabel(old.s), -1)
-    if not ne then redis.call('ZREM', P .. 'ends', sid) end
-    if not (ne and math.floor(new.en / DAY_MS) == day) and not activeElsewhere(P, d, sid, old.en, false) then
-      redis.call('SREM', P .. 'act:' .. fmt(day), d)
+    if ne and math.floor(new.en / DAY_MS) == day then
+      -- The same day: move the seconds, keep the active device.
+      if ndur ~= odur then redis.call('HINCRBY', P .. 'secd', fmt(day), fmt(ndur - odur)) end
+    else
+      redis.call('HINCRBY', P .. 'secd', fmt(day), fmt(-odur))
+      if not activeElsewhere(P, d, sid, old.en) then redis.call('SREM', P .. 'act:' .. fmt(day), d) end
+      if not ne then redis.call('ZREM', P .. 'ends', sid) end
     end
-    if not (ne and monthOf(new.en) == mon) and not activeElsewhere(P, d, sid, old.en, true) then
-      redis.call('SREM', P .. 'actm:' .. fmt(mon), d)
+    if ndur ~= odur or not ne then redis.call('HINCRBY', tot, 's', fmt(ndur - odur)) end
+    if olab ~= nlab then redis.call('HINCRBY', tot, 'e:' .. olab, -1) end
+    if not ne then return end
+    if old.en ~= new.en then redis.call('ZADD', P .. 'ends', nstr(new.en, new._enn, new._en), sid) end
+    if math.floor(new.en / DAY_MS) == day then
+      if olab ~= nlab then redis.call('HINCRBY', tot, 'e:' .. nlab, 1) end
+      return
     end
   end
-  if ne then
-    local day = math.floor(new.en / DAY_MS)
-    local mon = fmt(monthOf(new.en))
-    redis.call('ZADD', P .. 'ends', fmt(new.en), sid)
-    redis.call('HINCRBY', P .. 'secd', fmt(day), fmt(ndur))
-    redis.call('HINCRBY', P .. 'secm', mon, fmt(ndur))
+  if not ne then return end
+  -- A new end (or one moved to another day).
+  local day = math.floor(new.en / DAY_MS)
+  local days = fmt(day)
+  if not oe then
+    redis.call('ZADD', P .. 'ends', nstr(new.en, new._enn, new._en), sid)
     redis.call('HINCRBY', tot, 's', fmt(ndur))
-    redis.call('HINCRBY', tot, 'e:' .. slabel(new.s), 1)
-    local act = P .. 'act:' .. fmt(day)
-    if redis.call('SADD', act, d) == 1 then
-      redis.call('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
-    end
-    local actm = P .. 'actm:' .. mon
-    if redis.call('SADD', actm, d) == 1 then
-      redis.call('PEXPIREAT', actm, fmt((day + 32) * DAY_MS + retention))
-    end
+    redis.call('HINCRBY', tot, 'e:' .. nlab, 1)
+  elseif olab ~= nlab then
+    redis.call('HINCRBY', tot, 'e:' .. nlab, 1)
+  end
+  redis.call('HINCRBY', P .. 'secd', days, fmt(ndur))
+  local act = P .. 'act:' .. days
+  if redis.call('SADD', act, d) == 1 then
+    redis.call('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
   end
 end
 
