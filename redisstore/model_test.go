@@ -493,3 +493,20 @@ func TestCrashBetweenStepsHeals(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreMatchesModelByEval is TestStoreMatchesModel with the scripts run
+// by EVALSHA (as on miniredis, the embedded mode, and Redis before 7)
+// instead of as the Functions library.
+func TestStoreMatchesModelByEval(t *testing.T) {
+	b := newBackend(t)
+	b.cfg.NoFunctions = true
+	replicas := []*Store{b.open(t), b.open(t)}
+	if replicas[0].functions.Load() {
+		t.Fatal("the store runs Functions though NoFunctions is set")
+	}
+	rapid.Check(t, func(rt *rapid.T) {
+		if diff := checkHistory(t, rapidPicker{rt}, replicas, genHistory(rt, ms(t0)-2*3600*1000)); diff != "" {
+			rt.Fatal(diff)
+		}
+	})
+}

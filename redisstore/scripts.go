@@ -1,8 +1,11 @@
 package redisstore
 
 import (
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/fleetd/fleetd/fleet"
@@ -62,14 +65,21 @@ func luaFile(name string) string {
 	return string(b)
 }
 
+// scriptFiles are the files of each script, after the prelude and lib.
+var scriptFiles = map[*redis.Script][]string{}
+
 // script builds a script from the prelude, the shared library and the
-// named files, in order.
-func script(names ...string) *redis.Script {
+// named files, in order: the text run by EVALSHA where Redis has no
+// Functions (miniredis, the embedded mode), and one function of the
+// Functions library (library) elsewhere.
+func script(files ...string) *redis.Script {
 	src := prelude() + luaFile("lib")
-	for _, n := range names {
+	for _, n := range files {
 		src += "\n" + luaFile(n)
 	}
-	return redis.NewScript(src)
+	sc := redis.NewScript(src)
+	scriptFiles[sc] = files
+	return sc
 }
 
 // The scripts. Each file under lua/ says what it takes and returns.
@@ -96,5 +106,54 @@ var (
 	addMemberScript = script("add_member")
 )
 
+// scriptNames names every script, for Observe and as its function's name;
+// TestEveryScriptHasAName keeps it in step with allScripts.
+var scriptNames = map[*redis.Script]string{
+	applyScript: "apply", keepScript: "keep", stashScript: "stash", placeScript: "place", unpendScript: "unpend",
+	unkeepScript: "unkeep", syncScript: "sync", adoptScript: "adopt", mergeScript: "merge", tombScript: "tomb", settleScript: "settle",
+	sweepScript: "sweep", forgetScript: "forget", admitScript: "admit", devicesScript: "devices", sessionsScript: "sessions",
+	usageScript: "usage", unbindScript: "unbind", rotateScript: "rotate",
+	addMemberScript: "add_member",
+}
+
 var allScripts = []*redis.Script{applyScript, keepScript, stashScript, placeScript, unpendScript, unkeepScript, syncScript, adoptScript, mergeScript,
 	tombScript, settleScript, sweepScript, forgetScript, admitScript, devicesScript, sessionsScript, usageScript, unbindScript, rotateScript, addMemberScript}
+
+// The Functions library (Redis 7): the prelude and lib run once, when the
+// library loads, and each script is a function of it, so a call pays for
+// its own work only, not for making the shared functions again (most of
+// what a one-event commit cost). Its name carries a digest of its text,
+// so fleetd versions with different scripts, during a rolling upgrade,
+// each call their own.
+var (
+	libraryName   string
+	librarySource string
+	functionName  = map[*redis.Script]string{}
+	scriptByFunc  = map[string]string{}
+)
+
+func init() {
+	var body strings.Builder
+	names := make([]*redis.Script, len(allScripts))
+	copy(names, allScripts)
+	slices.SortFunc(names, func(a, b *redis.Script) int { return strings.Compare(scriptNames[a], scriptNames[b]) })
+	for _, sc := range names {
+		fmt.Fprintf(&body, "\nlocal function fn_%s(KEYS, ARGV)\n", scriptNames[sc])
+		for _, f := range scriptFiles[sc] {
+			body.WriteString(luaFile(f))
+			body.WriteString("\n")
+		}
+		body.WriteString("end\n")
+	}
+	src := prelude() + luaFile("lib") + body.String()
+	sum := sha256.Sum256([]byte(src))
+	libraryName = "fleetd_" + hex.EncodeToString(sum[:6])
+	var reg strings.Builder
+	for _, sc := range names {
+		fn := libraryName + "_" + scriptNames[sc]
+		functionName[sc] = fn
+		scriptByFunc[fn] = scriptNames[sc]
+		fmt.Fprintf(&reg, "redis.register_function('%s', fn_%s)\n", fn, scriptNames[sc])
+	}
+	librarySource = "#!lua name=" + libraryName + "\n" + src + reg.String()
+}

@@ -38,6 +38,9 @@ type Config struct {
 	// MaxKeptSessions bounds the sessions kept per device while they have
 	// no home (an unregistered or deleted device): past it the oldest go.
 	MaxKeptSessions int
+	// NoFunctions runs the scripts by EVALSHA even where Redis has
+	// Functions (tests of that path).
+	NoFunctions bool
 	// MaxWorkspaces bounds the workspaces that registrations can make known
 	// (0: no bound). A request whose registration would pass it is refused
 	// whole (EFORBIDDEN), with nothing written.
@@ -81,6 +84,9 @@ type Store struct {
 	keptDropped atomic.Uint64
 	// wsRefused counts registrations refused for MaxWorkspaces.
 	wsRefused atomic.Uint64
+	// functions is whether the scripts run as the Functions library
+	// (FCALL) or by EVALSHA.
+	functions atomic.Bool
 	// refuse, set by tests only, makes validate refuse an event, as for a
 	// value the decoder let through.
 	refuse func(*fleet.Event) error
@@ -196,6 +202,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("redisstore: open: %w", err)
 	}
 	return s, nil
+}
+
+// isUnknownCommand reports whether Redis does not know a command (FUNCTION
+// on miniredis or Redis before 7).
+func isUnknownCommand(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "unknown command") || strings.Contains(msg, "unknown subcommand")
 }
 
 // redactURLError keeps a password in a malformed URL out of logs.
@@ -316,26 +329,22 @@ func opOf(ctx context.Context, cmd redis.Cmder) string {
 	if op, ok := ctx.Value(opKey{}).(string); ok {
 		return op
 	}
-	if name == "evalsha" || name == "evalsha_ro" {
+	switch name {
+	case "evalsha", "evalsha_ro", "fcall", "fcall_ro":
 		if args := cmd.Args(); len(args) > 1 {
 			if h, ok := args[1].(string); ok {
 				if n, ok := scriptByHash[h]; ok {
 					return n
 				}
+				if n, ok := scriptByFunc[h]; ok {
+					return n
+				}
 			}
 		}
+	case "function", "script":
+		return "load_scripts"
 	}
 	return name
-}
-
-// scriptNames names every script for Observe; TestEveryScriptHasAName
-// keeps it in step with allScripts.
-var scriptNames = map[*redis.Script]string{
-	applyScript: "apply", keepScript: "keep", stashScript: "stash", placeScript: "place", unpendScript: "unpend",
-	unkeepScript: "unkeep", syncScript: "sync", adoptScript: "adopt", mergeScript: "merge", tombScript: "tomb", settleScript: "settle",
-	sweepScript: "sweep", forgetScript: "forget", admitScript: "admit", devicesScript: "devices", sessionsScript: "sessions",
-	usageScript: "usage", unbindScript: "unbind", rotateScript: "rotate",
-	addMemberScript: "add_member",
 }
 
 var scriptByHash = func() map[string]string {
@@ -349,12 +358,25 @@ var scriptByHash = func() map[string]string {
 // SetClock replaces the clock, for tests.
 func (s *Store) SetClock(now func() time.Time) { s.now = now }
 
-// loadScripts loads every script on every master, so EVALSHA works in
-// pipelines. It runs again whenever Redis answers NOSCRIPT (after a restart).
+// loadScripts loads the Functions library on every master, or, where
+// Redis has no Functions (miniredis, Redis before 7), every script, so
+// that EVALSHA works in pipelines. It runs again whenever Redis answers
+// that it lacks them (after a restart without persistence, a new master).
 func (s *Store) loadScripts(ctx context.Context) error {
 	s.loadMu.Lock()
 	defer s.loadMu.Unlock()
 	load := func(ctx context.Context, c redis.Cmdable) error {
+		if !s.cfg.NoFunctions {
+			err := c.FunctionLoadReplace(ctx, librarySource).Err()
+			if err == nil {
+				s.functions.Store(true)
+				return nil
+			}
+			if !isUnknownCommand(err) {
+				return err
+			}
+		}
+		s.functions.Store(false)
 		for _, sc := range allScripts {
 			if err := sc.Load(ctx, c).Err(); err != nil {
 				return err
@@ -381,9 +403,12 @@ func (s *Store) exec(ctx context.Context, calls []*call) error {
 			if c.done {
 				continue
 			}
-			if c.script == nil {
+			switch {
+			case c.script == nil:
 				c.cmd = pipe.Do(ctx, c.raw...)
-			} else {
+			case s.functions.Load():
+				c.cmd = pipe.FCall(ctx, functionName[c.script], c.keys, c.args...)
+			default:
 				c.cmd = pipe.EvalSha(ctx, c.script.Hash(), c.keys, c.args...)
 			}
 			n++
@@ -400,7 +425,7 @@ func (s *Store) exec(ctx context.Context, calls []*call) error {
 			if c.done || c.cmd == nil {
 				continue
 			}
-			if e := c.cmd.Err(); e != nil && redis.HasErrorPrefix(e, "NOSCRIPT") {
+			if e := c.cmd.Err(); e != nil && (redis.HasErrorPrefix(e, "NOSCRIPT") || strings.Contains(e.Error(), "Function not found")) {
 				noscript = true
 				continue
 			}
