@@ -65,6 +65,11 @@ func luaFile(name string) string {
 	return string(b)
 }
 
+// scriptStart begins every script's body: the globals lib.lua reads
+// through locals.
+const scriptStart = "rcall, tonumber, floor, find, sub, byte, format, gmatch = " +
+	"redis.call, _G.tonumber, math.floor, string.find, string.sub, string.byte, string.format, string.gmatch"
+
 // scriptFiles are the files of each script, after the prelude and lib.
 var scriptFiles = map[*redis.Script][]string{}
 
@@ -73,7 +78,7 @@ var scriptFiles = map[*redis.Script][]string{}
 // Functions (miniredis, the embedded mode), and one function of the
 // Functions library (library) elsewhere.
 func script(files ...string) *redis.Script {
-	src := prelude() + luaFile("lib")
+	src := prelude() + luaFile("lib") + "\n" + scriptStart
 	for _, n := range files {
 		src += "\n" + luaFile(n)
 	}
@@ -138,7 +143,7 @@ func init() {
 	copy(names, allScripts)
 	slices.SortFunc(names, func(a, b *redis.Script) int { return strings.Compare(scriptNames[a], scriptNames[b]) })
 	for _, sc := range names {
-		fmt.Fprintf(&body, "\nlocal function fn_%s(KEYS, ARGV)\n", scriptNames[sc])
+		fmt.Fprintf(&body, "\nlocal function fn_%s(KEYS, ARGV)\n%s\n", scriptNames[sc], scriptStart)
 		for _, f := range scriptFiles[sc] {
 			body.WriteString(luaFile(f))
 			body.WriteString("\n")

@@ -1,7 +1,7 @@
 -- add_member.lua: adds a member unless the email is taken. KEYS[1] =
 -- fl:{w:W}:dev. ARGV: lower-case email, JSON record. Returns 1, or 0 when
 -- the email is already a member.
-local P = string.sub(KEYS[1], 1, -4)
-if redis.call('HSETNX', P .. 'mem', ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('ZADD', P .. 'memidx', 0, ARGV[1])
+local P = sub(KEYS[1], 1, -4)
+if rcall('HSETNX', P .. 'mem', ARGV[1], ARGV[2]) == 0 then return 0 end
+rcall('ZADD', P .. 'memidx', 0, ARGV[1])
 return 1

@@ -6,9 +6,9 @@
 local now, cap = ARGV[1], tonumber(ARGV[2])
 local new = {}
 for i = 3, #ARGV do
-  if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then new[#new + 1] = ARGV[i] end
+  if not rcall('ZSCORE', KEYS[1], ARGV[i]) then new[#new + 1] = ARGV[i] end
 end
 if #new == 0 then return '' end
-if cap > 0 and redis.call('ZCARD', KEYS[1]) + #new > cap then return new[1] end
-for _, ws in ipairs(new) do redis.call('ZADD', KEYS[1], 'NX', now, ws) end
+if cap > 0 and rcall('ZCARD', KEYS[1]) + #new > cap then return new[1] end
+for _, ws in ipairs(new) do rcall('ZADD', KEYS[1], 'NX', now, ws) end
 return ''

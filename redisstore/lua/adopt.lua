@@ -4,11 +4,11 @@
 -- KEYS[1] = fl:{w:W}:dev. ARGV: quadruples of device, online ("0"/"1",
 -- "" for none), online ts, last seen ("" for none). A device not placed
 -- here now is skipped.
-local P = string.sub(KEYS[1], 1, -4)
+local P = sub(KEYS[1], 1, -4)
 local W = wsOf(P)
 for i = 1, #ARGV, 4 do
   local d = ARGV[i]
-  local raw = redis.call('HGET', KEYS[1], d)
+  local raw = rcall('HGET', KEYS[1], d)
   if raw then
     local v = dget(raw)
     if v.h == '' or howner(hparse(v.h)) == W then
@@ -17,12 +17,12 @@ for i = 1, #ARGV, 4 do
         local on, ot = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
         if pnewer(v, ot, on) > 0 then
           v.on, v.ot, changed = on, ot, true
-          if on == 1 then redis.call('ZADD', P .. 'on', 0, d) else redis.call('ZREM', P .. 'on', d) end
+          if on == 1 then rcall('ZADD', P .. 'on', 0, d) else rcall('ZREM', P .. 'on', d) end
         end
       end
       local ls = opt(ARGV[i + 3])
       if ls and (v.ls == nil or ls > v.ls) then v.ls, changed = ls, true end
-      if changed then redis.call('HSET', KEYS[1], d, dput(v)) end
+      if changed then rcall('HSET', KEYS[1], d, dput(v)) end
     end
   end
 end

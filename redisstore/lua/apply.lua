@@ -28,8 +28,9 @@ local n = (#ARGV - 4) / 8
 local ts = {}
 for k = 1, n do
   local i = 5 + (k - 1) * 8
-  local t, gd = tonumber(ARGV[i + 3]), ARGV[i + 7]
-  if not (t and tonumber(ARGV[i + 1])) or gd ~= '' and not (tonumber(gd) and tonumber(gd) >= 0 and tonumber(gd) <= MAX_DURATION) then
+  local t, typ, gd = tonumber(ARGV[i + 3]), ARGV[i + 1], ARGV[i + 7]
+  local g = gd ~= '' and tonumber(gd)
+  if not t or typ ~= T_ONLINE_S and typ ~= T_STARTED_S and typ ~= T_ENDED_S or g == nil or g and (g < 0 or g > MAX_DURATION) then
     return redis.error_reply('ERR fleetd: malformed event ' .. (k - 1))
   end
   ts[k] = t
@@ -45,7 +46,7 @@ for k = 1, n do
   if P ~= lastP then
     lastP, W, DEV, SS = P, wsOf(P), P .. 'dev', P .. 'ss'
   end
-  local raw = redis.call('HGET', DEV, d)
+  local raw = rcall('HGET', DEV, d)
   local r = R_NOTHERE
   if raw then
     local dev = dget(raw)
@@ -72,18 +73,18 @@ for k = 1, n do
           else
             r = R_ACCEPTED
             if on ~= dev.on then
-              if on == 1 then redis.call('ZADD', P .. 'on', 0, d) else redis.call('ZREM', P .. 'on', d) end
+              if on == 1 then rcall('ZADD', P .. 'on', 0, d) else rcall('ZREM', P .. 'on', d) end
             end
             dev.on, dev.ot, dev._ot, dev._otn = on, t, tss, t
           end
           lsmax(dev, t, tss)
-          redis.call('HSET', DEV, d, dput(dev))
+          rcall('HSET', DEV, d, dput(dev))
         end
         r = r + flags
       end
     else
       local sid = ARGV[i + 5]
-      local sraw = redis.call('HGET', SS, sid)
+      local sraw = rcall('HGET', SS, sid)
       local old = nil
       if sraw then old = sget(sraw) end
       local inc = {d = d, w = now, _w = ARGV[1], _wn = now}
@@ -110,18 +111,18 @@ for k = 1, n do
           r = R_MOVED + flags
         else
           scount(P, sid, old, j, now, bound, retention)
-          redis.call('HSET', SS, sid, sput(j))
+          rcall('HSET', SS, sid, sput(j))
           r = R_ACCEPTED + flags
         end
       elseif not hl or hhome(hl, sat(inc)) == W then
         scount(P, sid, nil, inc, now, bound, retention)
-        redis.call('HSET', SS, sid, sput(inc))
+        rcall('HSET', SS, sid, sput(inc))
         r = R_ACCEPTED + flags
       end
       -- Last seen counts every event about the device.
       if r ~= R_NOTHERE and (dev.ls == nil or t > dev.ls) then
         lsmax(dev, t, tss)
-        redis.call('HSET', DEV, d, dput(dev))
+        rcall('HSET', DEV, d, dput(dev))
       end
     end
   end

@@ -20,13 +20,13 @@ local function ddOf(P)
   local s = ddState[P]
   if s then return s end
   local meta = P .. 'sn'
-  local v = redis.call('HMGET', meta, 'b:' .. ddDay, 'b:' .. (ddDay - 1))
+  local v = rcall('HMGET', meta, 'b:' .. ddDay, 'b:' .. (ddDay - 1))
   local ba, by = tonumber(v[1]), tonumber(v[2])
   local y = P .. 'sn:' .. (ddDay - 1)
   local fresh = not ba
   if fresh then
     local ny = 0
-    if by then ny = redis.call('HLEN', y .. ':0') * by end
+    if by then ny = rcall('HLEN', y .. ':0') * by end
     ba = 1
     while ba * 64 < ny and ba < 1048576 do ba = ba * 2 end
   end
@@ -40,7 +40,7 @@ end
 local function ddKey(cache, base, dg, b)
   local n = 0
   if b > 1 then
-    local x, y, z = string.byte(dg, 1, 3)
+    local x, y, z = byte(dg, 1, 3)
     n = (x * 65536 + y * 256 + z) % b
   end
   local k = cache[n]
@@ -62,11 +62,11 @@ local ddRecent = ddDay * DAY_MS + 7200000
 local function dup(P, dg, ts)
   if dg == '' then return false end
   local s = ddOf(P)
-  if s.by and ts < ddRecent and redis.call('HEXISTS', ddKey(s.ky, s.y, dg, s.by), dg) == 1 then return true end
+  if s.by and ts < ddRecent and rcall('HEXISTS', ddKey(s.ky, s.y, dg, s.by), dg) == 1 then return true end
   local k = ddKey(s.ka, s.a, dg, s.ba)
-  if redis.call('HSETNX', k, dg, '') == 0 then return true end
+  if rcall('HSETNX', k, dg, '') == 0 then return true end
   if not s.exp[k] then
-    redis.call('EXPIRE', k, DEDUPE_TTL)
+    rcall('EXPIRE', k, DEDUPE_TTL)
     s.exp[k] = true
   end
   s.marked = true
@@ -78,10 +78,10 @@ end
 local function ddFinish()
   for _, s in pairs(ddState) do
     if s.fresh and s.marked then
-      redis.call('HSET', s.meta, 'b:' .. ddDay, s.ba)
+      rcall('HSET', s.meta, 'b:' .. ddDay, s.ba)
       local old = {}
       for d = ddDay - 9, ddDay - 2 do old[#old + 1] = 'b:' .. d end
-      redis.call('HDEL', s.meta, unpack(old))
+      rcall('HDEL', s.meta, unpack(old))
     end
   end
 end

@@ -4,7 +4,7 @@
 -- KEYS[1] = fl:{w:W}:dev. ARGV: source zset ("devs" or "on"), last id seen
 -- ("" for the start), want, online filter ("", "0"), lower-case os filter
 -- ("" for none), budget.
-local P = string.sub(KEYS[1], 1, -4)
+local P = sub(KEYS[1], 1, -4)
 local src = P .. ARGV[1]
 local want, onf, osf, budget = tonumber(ARGV[3]), ARGV[4], ARGV[5], tonumber(ARGV[6])
 local filtered = (onf == '0') or (osf ~= '')
@@ -14,12 +14,12 @@ local min, last = '-', ARGV[2]
 if last ~= '' then min = '(' .. last end
 local out, n, looked, done = {}, 0, 0, '0'
 while n < want and looked < budget do
-  local ids = redis.call('ZRANGEBYLEX', src, min, '+', 'LIMIT', 0, chunk)
+  local ids = rcall('ZRANGEBYLEX', src, min, '+', 'LIMIT', 0, chunk)
   local stopped = false
   for _, d in ipairs(ids) do
     min, last = '(' .. d, d
     looked = looked + 1
-    local raw = redis.call('HGET', KEYS[1], d)
+    local raw = rcall('HGET', KEYS[1], d)
     if raw then
       local ok = true
       if filtered then

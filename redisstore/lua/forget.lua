@@ -2,11 +2,11 @@
 -- (fleetd workspaces delete): drops its registrations from each history,
 -- and the whole entry (and kept events) when no registration is left.
 -- KEYS[1] = fl:{d:B}:idx. ARGV: workspace, then devices.
-local B = string.sub(KEYS[1], 1, -4)
+local B = sub(KEYS[1], 1, -4)
 local W = ARGV[1]
 for i = 2, #ARGV do
   local d = ARGV[i]
-  local h = redis.call('HGET', KEYS[1], d)
+  local h = rcall('HGET', KEYS[1], d)
   if h then
     local kept, regs = {}, 0
     for _, e in ipairs(hparse(h)) do
@@ -16,10 +16,10 @@ for i = 2, #ARGV do
       end
     end
     if regs == 0 then
-      redis.call('HDEL', KEYS[1], d)
-      redis.call('DEL', B .. 'pend:' .. d, B .. 'pq:' .. d)
+      rcall('HDEL', KEYS[1], d)
+      rcall('DEL', B .. 'pend:' .. d, B .. 'pq:' .. d)
     elseif #kept ~= #hparse(h) then
-      redis.call('HSET', KEYS[1], d, hstr(kept))
+      rcall('HSET', KEYS[1], d, hstr(kept))
     end
   end
 end

@@ -4,7 +4,13 @@
 -- Lua's `<` on strings follows the server's locale (Redis calls
 -- setlocale), so ids are ordered by bytecmp, never by `<`.
 
-local function fmt(x) return string.format('%d', x) end
+-- Globals read once per call into locals: a global lookup costs two
+-- table reads a use. They are set as each script starts (scriptStart in
+-- scripts.go), since globals cannot be read while the Functions library
+-- loads.
+local rcall, tonumber, floor, find, sub, byte, format, gmatch
+
+local function fmt(x) return format('%d', x) end
 
 local function opt(s)
   if s == nil or s == '' then return nil end
@@ -20,7 +26,7 @@ end
 local function bytecmp(a, b)
   if a == b then return 0 end
   for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
+    local x, y = byte(a, i), byte(b, i)
     if x ~= y then
       if x < y then return -1 end
       return 1
@@ -37,7 +43,7 @@ local function ncmp(a, b)
 end
 
 -- wsOf returns the workspace id of a key prefix "fl:{w:W}:".
-local function wsOf(P) return string.sub(P, 7, -3) end
+local function wsOf(P) return sub(P, 7, -3) end
 
 ---------------------------------------------------------------------------
 -- Placement history: a device's registrations ("TS+WS") and deletes
@@ -51,7 +57,7 @@ end
 
 local function hparse(h)
   local out = {}
-  for ts, k, ws in string.gmatch(h, '(%-?%d+)([%+%-])([^/]*)') do
+  for ts, k, ws in gmatch(h, '(%-?%d+)([%+%-])([^/]*)') do
     out[#out + 1] = {ts = tonumber(ts), del = (k == '-'), ws = ws, raw = ts .. k .. ws}
   end
   return out
@@ -185,25 +191,36 @@ end
 local ONS = {[0] = '0', [1] = '1'}
 
 local function dget(raw)
-  local a = string.find(raw, ',', 3, true)
-  local b = string.find(raw, ',', a + 1, true)
-  local c = string.find(raw, ',', b + 1, true)
-  local p = string.find(raw, ';', c + 1, true)
-  local ots, lss, rgs = string.sub(raw, 3, a - 1), string.sub(raw, a + 1, b - 1), string.sub(raw, b + 1, c - 1)
-  local ot, ls, rg = opt(ots), opt(lss), opt(rgs)
-  return {on = string.byte(raw, 1) - 48, ot = ot, ls = ls, rg = rg, h = string.sub(raw, c + 1, p - 1),
-    cold = string.sub(raw, p + 1), _ot = ots, _otn = ot, _ls = lss, _lsn = ls, _rg = rgs, _rgn = rg}
+  local a = find(raw, ',', 3, true)
+  local b = find(raw, ',', a + 1, true)
+  local c = find(raw, ',', b + 1, true)
+  local p = find(raw, ';', c + 1, true)
+  local ots, lss = sub(raw, 3, a - 1), sub(raw, a + 1, b - 1)
+  local ot, ls = opt(ots), opt(lss)
+  -- RG is read when asked for (drg): the hot path never needs it.
+  return {on = byte(raw, 1) - 48, ot = ot, ls = ls, h = sub(raw, c + 1, p - 1),
+    cold = sub(raw, p + 1), _ot = ots, _otn = ot, _ls = lss, _lsn = ls, _rg = sub(raw, b + 1, c - 1)}
+end
+
+-- drg returns the record's registration ts (nil for none).
+local function drg(v)
+  if not v._rgread then
+    v.rg, v._rgn, v._rgread = opt(v._rg), opt(v._rg), true
+  end
+  return v.rg
 end
 
 local function dput(v)
+  local rg = v._rg or ''
+  if v._rgread then rg = nstr(v.rg, v._rgn, v._rg) end
   return ONS[v.on] .. ',' .. nstr(v.ot, v._otn, v._ot) .. ',' .. nstr(v.ls, v._lsn, v._ls) .. ',' ..
-    nstr(v.rg, v._rgn, v._rg) .. ',' .. v.h .. ';' .. v.cold
+    rg .. ',' .. v.h .. ';' .. v.cold
 end
 
 -- dhist returns the placement history a record holds.
 local function dhist(v, ws)
   if v.h == '' then
-    if v.rg then return {hentry(v.rg, false, ws)} end
+    if drg(v) then return {hentry(v.rg, false, ws)} end
     return {}
   end
   return hparse(v.h)
@@ -211,7 +228,7 @@ end
 
 -- dsethist stores history l in record v of workspace ws.
 local function dsethist(v, l, ws)
-  if #l == 1 and not l[1].del and l[1].ws == ws and l[1].ts == v.rg then
+  if #l == 1 and not l[1].del and l[1].ws == ws and l[1].ts == drg(v) then
     v.h = ''
   else
     v.h = hstr(l)
@@ -241,11 +258,11 @@ end
 -- is placed here now.
 local function dlist(P, d, v, current)
   if current then
-    redis.call('ZADD', P .. 'devs', 0, d)
-    if v.on == 1 then redis.call('ZADD', P .. 'on', 0, d) else redis.call('ZREM', P .. 'on', d) end
+    rcall('ZADD', P .. 'devs', 0, d)
+    if v.on == 1 then rcall('ZADD', P .. 'on', 0, d) else rcall('ZREM', P .. 'on', d) end
   else
-    redis.call('ZREM', P .. 'devs', d)
-    redis.call('ZREM', P .. 'on', d)
+    rcall('ZREM', P .. 'devs', d)
+    rcall('ZREM', P .. 'on', d)
   end
 end
 
@@ -262,22 +279,29 @@ end
 
 local function sget(raw)
   local tomb, off = nil, 1
-  local c1 = string.byte(raw, 1)
+  local c1 = byte(raw, 1)
   if c1 == 126 or c1 == 61 then
-    off = string.find(raw, ',', 2, true)
-    tomb = string.sub(raw, 2, off - 1)
+    off = find(raw, ',', 2, true)
+    tomb = sub(raw, 2, off - 1)
     off = off + 1
   end
-  local a = string.find(raw, ',', off, true)
-  local b = string.find(raw, ',', a + 1, true)
-  local c = string.find(raw, ',', b + 1, true)
-  local d = string.find(raw, ',', c + 1, true)
-  local e = string.find(raw, ',', d + 1, true)
-  local sts, ens, gds, ws = string.sub(raw, a + 1, b - 1), string.sub(raw, b + 1, c - 1),
-    string.sub(raw, c + 1, d - 1), string.sub(raw, d + 1, e - 1)
-  local st, en, gd, w = opt(sts), opt(ens), opt(gds), opt(ws)
-  return {d = string.sub(raw, off, a - 1), st = st, en = en, gd = gd, w = w, s = string.sub(raw, e + 1), tomb = tomb,
-    _st = sts, _stn = st, _en = ens, _enn = en, _gd = gds, _gdn = gd, _w = ws, _wn = w}
+  local a = find(raw, ',', off, true)
+  local b = find(raw, ',', a + 1, true)
+  local c = find(raw, ',', b + 1, true)
+  local d = find(raw, ',', c + 1, true)
+  local e = find(raw, ',', d + 1, true)
+  local sts, ens, gds, ws = sub(raw, a + 1, b - 1), sub(raw, b + 1, c - 1),
+    sub(raw, c + 1, d - 1), sub(raw, d + 1, e - 1)
+  local st, en, gd = opt(sts), opt(ens), opt(gds)
+  -- W (when written) stays text: only the retention sweep reads it.
+  return {d = sub(raw, off, a - 1), st = st, en = en, gd = gd, s = sub(raw, e + 1), tomb = tomb,
+    _st = sts, _stn = st, _en = ens, _enn = en, _gd = gds, _gdn = gd, _w = ws}
+end
+
+-- swstr is the text of when the record was written.
+local function swstr(v)
+  if v.w then return nstr(v.w, v._wn, v._w) end
+  return v._w or ''
 end
 
 -- skey is the record without its write time: equal keys, same session.
@@ -288,7 +312,7 @@ end
 
 local function sput(v)
   return v.d .. ',' .. nstr(v.st, v._stn, v._st) .. ',' .. nstr(v.en, v._enn, v._en) .. ',' .. nstr(v.gd, v._gdn, v._gd) ..
-    ',' .. nstr(v.w, v._wn, v._w) .. ',' .. (v.s or '')
+    ',' .. swstr(v) .. ',' .. (v.s or '')
 end
 
 -- sat is when the session started: its start, else its end minus durationSec.
@@ -300,7 +324,7 @@ end
 -- sdur is the duration of an ended session.
 local function sdur(v)
   if v.gd then return v.gd end
-  if v.st and v.en > v.st then return math.floor((v.en - v.st) / 1000) end
+  if v.st and v.en > v.st then return floor((v.en - v.st) / 1000) end
   return 0
 end
 
@@ -325,7 +349,8 @@ local function sjoin(a, b)
   if b.en and (not r.en or ecmp(b, r) > 0) then
     r.en, r.gd, r.s, r._en, r._enn, r._gd, r._gdn = b.en, b.gd, b.s, b._en, b._enn, b._gd, b._gdn
   end
-  if b.w and (not r.w or b.w > r.w) then r.w, r._w, r._wn = b.w, b._w, b._wn end
+  -- b is what arrives: its write time is the later one.
+  if b.w or b._w then r.w, r._w, r._wn = b.w, b._w, b._wn end
   return r
 end
 
@@ -343,13 +368,13 @@ end
 -- activeElsewhere reports whether device d has another ended session in
 -- workspace P than sid whose end falls on the same UTC day as ms.
 local function activeElsewhere(P, d, sid, ms)
-  local day = math.floor(ms / DAY_MS)
-  for _, other in ipairs(redis.call('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
+  local day = floor(ms / DAY_MS)
+  for _, other in ipairs(rcall('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
     if other ~= sid then
-      local raw = redis.call('HGET', P .. 'ss', other)
+      local raw = rcall('HGET', P .. 'ss', other)
       if raw then
         local o = sget(raw)
-        if not o.tomb and o.en and math.floor(o.en / DAY_MS) == day then return true end
+        if not o.tomb and o.en and floor(o.en / DAY_MS) == day then return true end
       end
     end
   end
@@ -376,19 +401,19 @@ local function scount(P, sid, old, new, now, bound, retention)
     if nat ~= oat or nlab and nlab ~= olab then nats = satstr(new) end
   end
   if nat and nat ~= oat then
-    redis.call('ZADD', P .. 'hist', nats, sid)
-    redis.call('ZADD', hd, nats, sid)
+    rcall('ZADD', P .. 'hist', nats, sid)
+    rcall('ZADD', hd, nats, sid)
   end
-  if olab and olab ~= nlab then redis.call('ZREM', P .. 'hs:' .. olab, sid) end
-  if nlab and (nlab ~= olab or nat ~= oat) then redis.call('ZADD', P .. 'hs:' .. nlab, nats, sid) end
+  if olab and olab ~= nlab then rcall('ZREM', P .. 'hs:' .. olab, sid) end
+  if nlab and (nlab ~= olab or nat ~= oat) then rcall('ZADD', P .. 'hs:' .. nlab, nats, sid) end
   -- Sessions without an end, by start: live within the bound, abandoned
   -- after (both read from here).
   local olive = old and old.st and not old.en
   local nlive = new and new.st and not new.en
   if nlive then
-    if not olive or old.st ~= new.st then redis.call('ZADD', P .. 'live', nstr(new.st, new._stn, new._st), sid) end
+    if not olive or old.st ~= new.st then rcall('ZADD', P .. 'live', nstr(new.st, new._stn, new._st), sid) end
   elseif olive then
-    redis.call('ZREM', P .. 'live', sid)
+    rcall('ZREM', P .. 'live', sid)
   end
   local oe = old and old.en
   local ne = new and new.en
@@ -398,39 +423,39 @@ local function scount(P, sid, old, new, now, bound, retention)
   if oe and ne and old.en == new.en and odur == ndur and olab == nlab then return end
   local tot = P .. 'tot'
   if oe then
-    local day = math.floor(old.en / DAY_MS)
-    if ne and math.floor(new.en / DAY_MS) == day then
+    local day = floor(old.en / DAY_MS)
+    if ne and floor(new.en / DAY_MS) == day then
       -- The same day: move the seconds, keep the active device.
-      if ndur ~= odur then redis.call('HINCRBY', P .. 'secd', fmt(day), fmt(ndur - odur)) end
+      if ndur ~= odur then rcall('HINCRBY', P .. 'secd', fmt(day), fmt(ndur - odur)) end
     else
-      redis.call('HINCRBY', P .. 'secd', fmt(day), fmt(-odur))
-      if not activeElsewhere(P, d, sid, old.en) then redis.call('SREM', P .. 'act:' .. fmt(day), d) end
-      if not ne then redis.call('ZREM', P .. 'ends', sid) end
+      rcall('HINCRBY', P .. 'secd', fmt(day), fmt(-odur))
+      if not activeElsewhere(P, d, sid, old.en) then rcall('SREM', P .. 'act:' .. fmt(day), d) end
+      if not ne then rcall('ZREM', P .. 'ends', sid) end
     end
-    if ndur ~= odur or not ne then redis.call('HINCRBY', tot, 's', fmt(ndur - odur)) end
-    if olab ~= nlab then redis.call('HINCRBY', tot, 'e:' .. olab, -1) end
+    if ndur ~= odur or not ne then rcall('HINCRBY', tot, 's', fmt(ndur - odur)) end
+    if olab ~= nlab then rcall('HINCRBY', tot, 'e:' .. olab, -1) end
     if not ne then return end
-    if old.en ~= new.en then redis.call('ZADD', P .. 'ends', nstr(new.en, new._enn, new._en), sid) end
-    if math.floor(new.en / DAY_MS) == day then
-      if olab ~= nlab then redis.call('HINCRBY', tot, 'e:' .. nlab, 1) end
+    if old.en ~= new.en then rcall('ZADD', P .. 'ends', nstr(new.en, new._enn, new._en), sid) end
+    if floor(new.en / DAY_MS) == day then
+      if olab ~= nlab then rcall('HINCRBY', tot, 'e:' .. nlab, 1) end
       return
     end
   end
   if not ne then return end
   -- A new end (or one moved to another day).
-  local day = math.floor(new.en / DAY_MS)
+  local day = floor(new.en / DAY_MS)
   local days = fmt(day)
   if not oe then
-    redis.call('ZADD', P .. 'ends', nstr(new.en, new._enn, new._en), sid)
-    redis.call('HINCRBY', tot, 's', fmt(ndur))
-    redis.call('HINCRBY', tot, 'e:' .. nlab, 1)
+    rcall('ZADD', P .. 'ends', nstr(new.en, new._enn, new._en), sid)
+    rcall('HINCRBY', tot, 's', fmt(ndur))
+    rcall('HINCRBY', tot, 'e:' .. nlab, 1)
   elseif olab ~= nlab then
-    redis.call('HINCRBY', tot, 'e:' .. nlab, 1)
+    rcall('HINCRBY', tot, 'e:' .. nlab, 1)
   end
-  redis.call('HINCRBY', P .. 'secd', days, fmt(ndur))
+  rcall('HINCRBY', P .. 'secd', days, fmt(ndur))
   local act = P .. 'act:' .. days
-  if redis.call('SADD', act, d) == 1 then
-    redis.call('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
+  if rcall('SADD', act, d) == 1 then
+    rcall('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
   end
 end
 
@@ -440,8 +465,8 @@ end
 -- moving until Go settles it (settle.lua).
 local function stomb(P, sid, counted, content, home, now, bound, retention)
   if counted then scount(P, sid, counted, nil, now, bound, retention) end
-  redis.call('HSET', P .. 'ss', sid, '~' .. (home or '') .. ',' .. sput(content))
-  redis.call('SADD', P .. 'mv:' .. content.d, sid)
+  rcall('HSET', P .. 'ss', sid, '~' .. (home or '') .. ',' .. sput(content))
+  rcall('SADD', P .. 'mv:' .. content.d, sid)
 end
 
 ---------------------------------------------------------------------------
@@ -454,28 +479,28 @@ end
 -- one with the oldest "at" is dropped. Returns how many were dropped.
 local function pkeep(B, d, sid, rec, isNew, bound)
   local pk, pq = B .. 'pend:' .. d, B .. 'pq:' .. d
-  redis.call('HSET', pk, 's:' .. sid, sput(rec))
-  redis.call('ZADD', pq, fmt(sat(rec)), sid)
+  rcall('HSET', pk, 's:' .. sid, sput(rec))
+  rcall('ZADD', pq, fmt(sat(rec)), sid)
   local dropped = 0
   if isNew then
-    local n = redis.call('HINCRBY', pk, 'n', 1)
+    local n = rcall('HINCRBY', pk, 'n', 1)
     while n > bound do
-      local old = redis.call('ZPOPMIN', pq)
+      local old = rcall('ZPOPMIN', pq)
       if #old == 0 then break end
-      redis.call('HDEL', pk, 's:' .. old[1])
-      n = redis.call('HINCRBY', pk, 'n', -1)
+      rcall('HDEL', pk, 's:' .. old[1])
+      n = rcall('HINCRBY', pk, 'n', -1)
       dropped = dropped + 1
     end
   end
-  redis.call('PEXPIRE', pk, PENDING_TTL_MS)
-  redis.call('PEXPIRE', pq, PENDING_TTL_MS)
+  rcall('PEXPIRE', pk, PENDING_TTL_MS)
+  rcall('PEXPIRE', pq, PENDING_TTL_MS)
   return dropped
 end
 
 -- punkeep drops kept session sid of device d once its home has it.
 local function punkeep(B, d, sid)
-  if redis.call('HDEL', B .. 'pend:' .. d, 's:' .. sid) == 1 then
-    redis.call('HINCRBY', B .. 'pend:' .. d, 'n', -1)
-    redis.call('ZREM', B .. 'pq:' .. d, sid)
+  if rcall('HDEL', B .. 'pend:' .. d, 's:' .. sid) == 1 then
+    rcall('HINCRBY', B .. 'pend:' .. d, 'n', -1)
+    rcall('ZREM', B .. 'pq:' .. d, sid)
   end
 end

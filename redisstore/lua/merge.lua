@@ -7,19 +7,19 @@
 -- session's home is elsewhere (content: all that is known, to bring
 -- there), R_MOVED the same after it turned the copy here into a tombstone;
 -- R_NOTHERE with "" when the device has no record here (sync first).
-local P = string.sub(KEYS[1], 1, -4)
+local P = sub(KEYS[1], 1, -4)
 local W = wsOf(P)
 local now, bound, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for i = 4, #ARGV, 2 do
   local sid, inc = ARGV[i], sget(ARGV[i + 1])
-  local raw = redis.call('HGET', KEYS[1], inc.d)
+  local raw = rcall('HGET', KEYS[1], inc.d)
   if not raw then
     out[#out + 1] = {R_NOTHERE, ''}
   else
     local v = dget(raw)
     local hl = dhist(v, W)
-    local sraw = redis.call('HGET', P .. 'ss', sid)
+    local sraw = rcall('HGET', P .. 'ss', sid)
     local old, j = nil, inc
     if sraw then
       old = sget(sraw)
@@ -42,12 +42,12 @@ for i = 4, #ARGV, 2 do
         out[#out + 1] = {R_DUPLICATE, ''}
       else
         scount(P, sid, counted, j, now, bound, retention)
-        redis.call('HSET', P .. 'ss', sid, sput(j))
-        if old and old.tomb then redis.call('SREM', P .. 'mv:' .. j.d, sid) end
+        rcall('HSET', P .. 'ss', sid, sput(j))
+        if old and old.tomb then rcall('SREM', P .. 'mv:' .. j.d, sid) end
         local ls = v.ls
         lsmax(v, j.st)
         lsmax(v, j.en)
-        if v.ls ~= ls then redis.call('HSET', KEYS[1], inc.d, dput(v)) end
+        if v.ls ~= ls then rcall('HSET', KEYS[1], inc.d, dput(v)) end
         out[#out + 1] = {R_ACCEPTED, ''}
       end
     end

@@ -26,7 +26,7 @@ i = 1
 while i <= #ARGV do
   local B, d, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local IDX = B .. 'idx'
-  local hl = hparse(redis.call('HGET', IDX, d) or '')
+  local hl = hparse(rcall('HGET', IDX, d) or '')
   local flags = {}
   for k = 1, n do
     local e = hparse(ARGV[i + 2 + k])
@@ -38,8 +38,8 @@ while i <= #ARGV do
     hl = hunion(hl, e)
   end
   local h = hstr(hl)
-  redis.call('HSET', IDX, d, h)
-  out[#out + 1] = {h, table.concat(flags), redis.call('HGETALL', B .. 'pend:' .. d)}
+  rcall('HSET', IDX, d, h)
+  out[#out + 1] = {h, table.concat(flags), rcall('HGETALL', B .. 'pend:' .. d)}
   i = i + 3 + n
 end
 return out

@@ -3,16 +3,16 @@
 -- change must be newer to bring it back. KEYS[1] = fl:{w:W}:dev. ARGV:
 -- device, secret hash (hex), rotation ms. Returns 1, or 0 when the device
 -- is not placed here.
-local P = string.sub(KEYS[1], 1, -4)
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local P = sub(KEYS[1], 1, -4)
+local raw = rcall('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 local dev = dget(raw)
 if dev.h ~= '' and howner(hparse(dev.h)) ~= wsOf(P) then return 0 end
 local rt = tonumber(ARGV[3])
 if pnewer(dev, rt, 0) > 0 then
   dev.on, dev.ot = 0, rt
-  redis.call('ZREM', P .. 'on', ARGV[1])
-  redis.call('HSET', KEYS[1], ARGV[1], dput(dev))
+  rcall('ZREM', P .. 'on', ARGV[1])
+  rcall('HSET', KEYS[1], ARGV[1], dput(dev))
 end
-redis.call('HSET', P .. 'sec', ARGV[1], ARGV[2])
+rcall('HSET', P .. 'sec', ARGV[1], ARGV[2])
 return 1

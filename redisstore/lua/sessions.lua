@@ -10,7 +10,7 @@
 -- start), want, status filter ("" for none), now ms, live bound ms, budget,
 -- and the score range of the source to list: lowest (inclusive) and
 -- highest ("(" for exclusive).
-local P = string.sub(KEYS[1], 1, -4)
+local P = sub(KEYS[1], 1, -4)
 local src = P .. ARGV[1]
 local cs, csid, want, stf = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local now, bound, budget = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -20,7 +20,7 @@ if cs ~= '' then max = cs end
 local off, out, n, looked, done = 0, {}, 0, 0, '0'
 local lastS, lastID = cs, csid
 while n < want and looked < budget do
-  local chunk = redis.call('ZREVRANGEBYSCORE', src, max, lo, 'WITHSCORES', 'LIMIT', off, 256)
+  local chunk = rcall('ZREVRANGEBYSCORE', src, max, lo, 'WITHSCORES', 'LIMIT', off, 256)
   off = off + 256
   local stopped = false
   for k = 1, #chunk, 2 do
@@ -28,7 +28,7 @@ while n < want and looked < budget do
     if not (csn and sc == csn and bytecmp(sid, csid) >= 0) then
       looked = looked + 1
       lastS, lastID = fmt(sc), sid
-      local raw = redis.call('HGET', P .. 'ss', sid)
+      local raw = rcall('HGET', P .. 'ss', sid)
       if raw then
         local s = sget(raw)
         if not s.tomb then
@@ -38,7 +38,7 @@ while n < want and looked < budget do
           elseif s.st < now - bound then
             st, du = 'abandoned', 0
           else
-            st, du = 'live', math.floor((now - s.st) / 1000)
+            st, du = 'live', floor((now - s.st) / 1000)
             if du < 0 then du = 0 end
           end
           if stf == '' or stf == st then

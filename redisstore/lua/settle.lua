@@ -2,12 +2,12 @@
 -- home: "~" becomes "=" and the session leaves the device's moving list,
 -- only where the tombstone is unchanged since it was read.
 -- KEYS[1] = fl:{w:W}:dev. ARGV: triples of session id, device, tombstone.
-local P = string.sub(KEYS[1], 1, -4)
+local P = sub(KEYS[1], 1, -4)
 for i = 1, #ARGV, 3 do
   local sid, d, raw = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  if redis.call('HGET', P .. 'ss', sid) == raw and string.byte(raw, 1) == 126 then
-    redis.call('HSET', P .. 'ss', sid, '=' .. string.sub(raw, 2))
-    redis.call('SREM', P .. 'mv:' .. d, sid)
+  if rcall('HGET', P .. 'ss', sid) == raw and byte(raw, 1) == 126 then
+    rcall('HSET', P .. 'ss', sid, '=' .. sub(raw, 2))
+    rcall('SREM', P .. 'mv:' .. d, sid)
   end
 end
 return 0

@@ -5,24 +5,24 @@
 -- (session record). Returns per session 0, or the device's placement
 -- history when the session has a home after all (Go brings it there);
 -- then, last, how many kept sessions were dropped for the bound.
-local B = string.sub(KEYS[1], 1, -4)
+local B = sub(KEYS[1], 1, -4)
 local now, bound = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out, dropped = {}, 0
 for i = 3, #ARGV, 2 do
   local sid, inc = ARGV[i], sget(ARGV[i + 1])
   local pk = B .. 'pend:' .. inc.d
   local f = 's:' .. sid
-  local cur = redis.call('HGET', pk, f)
+  local cur = rcall('HGET', pk, f)
   local j = inc
   if cur then j = sjoin(sget(cur), inc) end
-  local h = redis.call('HGET', KEYS[1], inc.d)
+  local h = rcall('HGET', KEYS[1], inc.d)
   if h and hhome(hparse(h), sat(j)) then
     out[#out + 1] = h
   else
     if not cur or skey(j) ~= skey(sget(cur)) then dropped = dropped + pkeep(B, inc.d, sid, j, not cur, bound) end
     local ts = j.en or j.st
-    local l = tonumber(redis.call('HGET', pk, 'l') or '')
-    if not l or ts > l then redis.call('HSET', pk, 'l', fmt(ts)) end
+    local l = tonumber(rcall('HGET', pk, 'l') or '')
+    if not l or ts > l then rcall('HSET', pk, 'l', fmt(ts)) end
     out[#out + 1] = 0
   end
 end

@@ -16,7 +16,7 @@
 -- have been written here while this record lagged, beside a copy
 -- elsewhere)}.
 
-local P = string.sub(KEYS[1], 1, -4)
+local P = sub(KEYS[1], 1, -4)
 local W = wsOf(P)
 local now, bound, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 4, #ARGV, 7 do
@@ -26,14 +26,15 @@ end
 local out = {}
 for i = 4, #ARGV, 7 do
   local d, h, rts = ARGV[i], ARGV[i + 1], opt(ARGV[i + 2])
-  local raw = redis.call('HGET', KEYS[1], d)
+  local raw = rcall('HGET', KEYS[1], d)
   local v
   if raw then v = dget(raw) else v = {on = 0, ot = nil, ls = nil, rg = nil, h = '', cold = '{}'} end
   local wasSimple = raw ~= nil and v.h == ''
   local hl = hunion(dhist(v, W), hparse(h))
   if rts then
-    local take = (v.rg == nil) or rts > v.rg
-    if not take and rts == v.rg then
+    local rg = drg(v)
+    local take = (rg == nil) or rts > rg
+    if not take and rts == rg then
       local c = cjson.decode(v.cold)
       local cmp = bytecmp(ARGV[i + 4], c.n or '')
       if cmp == 0 then cmp = bytecmp(ARGV[i + 5], c.o or '') end
@@ -46,15 +47,15 @@ for i = 4, #ARGV, 7 do
   dsethist(v, hl, W)
   local current = howner(hl) == W
   dlist(P, d, v, current)
-  redis.call('HSET', KEYS[1], d, dput(v))
+  rcall('HSET', KEYS[1], d, dput(v))
   local cur = 0
   if current then cur = 1 end
   local res = {v.on, optfmt(v.ot), optfmt(v.ls), cur}
-  for _, sid in ipairs(redis.call('SMEMBERS', P .. 'mv:' .. d)) do
+  for _, sid in ipairs(rcall('SMEMBERS', P .. 'mv:' .. d)) do
     res[#res + 1] = sid
   end
   if v.h ~= '' and wasSimple then
-    for _, sid in ipairs(redis.call('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
+    for _, sid in ipairs(rcall('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
       res[#res + 1] = sid
     end
   end
@@ -65,8 +66,8 @@ for i = 4, #ARGV, 7 do
         local lo, hi = '-inf', '+inf'
         if seg.lo then lo = fmt(seg.lo) end
         if seg.hi then hi = '(' .. fmt(seg.hi) end
-        for _, sid in ipairs(redis.call('ZRANGEBYSCORE', hd, lo, hi)) do
-          local sraw = redis.call('HGET', P .. 'ss', sid)
+        for _, sid in ipairs(rcall('ZRANGEBYSCORE', hd, lo, hi)) do
+          local sraw = rcall('HGET', P .. 'ss', sid)
           if sraw then
             local s = sget(sraw)
             if not s.tomb then

@@ -3,12 +3,12 @@
 -- home is elsewhere). KEYS[1] = fl:{w:W}:dev. ARGV: now, live bound ms,
 -- retention ms, then pairs of session id, home ("" for kept). Returns per
 -- session its content, "" when there is none here.
-local P = string.sub(KEYS[1], 1, -4)
+local P = sub(KEYS[1], 1, -4)
 local now, bound, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for i = 4, #ARGV, 2 do
   local sid = ARGV[i]
-  local sraw = redis.call('HGET', P .. 'ss', sid)
+  local sraw = rcall('HGET', P .. 'ss', sid)
   if not sraw then
     out[#out + 1] = ''
   else

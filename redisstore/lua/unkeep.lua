@@ -3,15 +3,15 @@
 -- carried there: only when no session is left and presence and last seen
 -- are unchanged since they were read. KEYS[1] = fl:{d:B}:idx. ARGV:
 -- triples of device, presence ("" for none), last seen ("" for none).
-local B = string.sub(KEYS[1], 1, -4)
+local B = sub(KEYS[1], 1, -4)
 for i = 1, #ARGV, 3 do
   local k = B .. 'pend:' .. ARGV[i]
-  if (redis.call('HGET', k, 'o') or '') == ARGV[i + 1] and (redis.call('HGET', k, 'l') or '') == ARGV[i + 2] then
+  if (rcall('HGET', k, 'o') or '') == ARGV[i + 1] and (rcall('HGET', k, 'l') or '') == ARGV[i + 2] then
     local left = false
-    for _, f in ipairs(redis.call('HKEYS', k)) do
-      if string.sub(f, 1, 2) == 's:' then left = true break end
+    for _, f in ipairs(rcall('HKEYS', k)) do
+      if sub(f, 1, 2) == 's:' then left = true break end
     end
-    if not left then redis.call('DEL', k, B .. 'pq:' .. ARGV[i]) end
+    if not left then rcall('DEL', k, B .. 'pq:' .. ARGV[i]) end
   end
 end
 return 1

@@ -2,10 +2,10 @@
 -- are unchanged since they were read. KEYS[1] = fl:{d:B}:idx, ARGV:
 -- triples of device, field, value.
 -- The field is "s:SID".
-local B = string.sub(KEYS[1], 1, -4)
+local B = sub(KEYS[1], 1, -4)
 for i = 1, #ARGV, 3 do
-  if redis.call('HGET', B .. 'pend:' .. ARGV[i], ARGV[i + 1]) == ARGV[i + 2] then
-    punkeep(B, ARGV[i], string.sub(ARGV[i + 1], 3))
+  if rcall('HGET', B .. 'pend:' .. ARGV[i], ARGV[i + 1]) == ARGV[i + 2] then
+    punkeep(B, ARGV[i], sub(ARGV[i + 1], 3))
   end
 end
 return 1

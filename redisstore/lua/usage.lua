@@ -2,36 +2,36 @@
 -- aggregates, the partial days at either end from the ended sessions
 -- themselves. Returns seconds, active devices, registered devices.
 -- KEYS[1] = fl:{w:W}:dev. ARGV: from ms, to ms, now ms, live bound ms.
-local P = string.sub(KEYS[1], 1, -4)
+local P = sub(KEYS[1], 1, -4)
 local from, to, now, bound = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tmp = P .. 'tmp:usage'
-redis.call('DEL', tmp)
+rcall('DEL', tmp)
 local secs = 0
 local function scan(a, b)
-  local sids = redis.call('ZRANGEBYSCORE', P .. 'ends', fmt(a), '(' .. fmt(b))
+  local sids = rcall('ZRANGEBYSCORE', P .. 'ends', fmt(a), '(' .. fmt(b))
   for _, sid in ipairs(sids) do
-    local raw = redis.call('HGET', P .. 'ss', sid)
+    local raw = rcall('HGET', P .. 'ss', sid)
     if raw then
       local s = sget(raw)
       if not s.tomb and s.en then
         secs = secs + sdur(s)
-        redis.call('SADD', tmp, s.d)
+        rcall('SADD', tmp, s.d)
       end
     end
   end
 end
-local fd, td = math.ceil(from / DAY_MS), math.floor(to / DAY_MS)
+local fd, td = math.ceil(from / DAY_MS), floor(to / DAY_MS)
 if fd < td then
   local days, sets = {}, {}
   for d = fd, td - 1 do
     days[#days + 1] = fmt(d)
     sets[#sets + 1] = P .. 'act:' .. fmt(d)
     if #days == 500 or d == td - 1 then
-      for _, v in ipairs(redis.call('HMGET', P .. 'secd', unpack(days))) do
+      for _, v in ipairs(rcall('HMGET', P .. 'secd', unpack(days))) do
         if v then secs = secs + tonumber(v) end
       end
       sets[#sets + 1] = tmp
-      redis.call('SUNIONSTORE', tmp, unpack(sets))
+      rcall('SUNIONSTORE', tmp, unpack(sets))
       days, sets = {}, {}
     end
   end
@@ -41,15 +41,15 @@ else
   scan(from, to)
 end
 if from <= now and now < to then
-  local sids = redis.call('ZRANGEBYSCORE', P .. 'live', fmt(now - bound), '+inf')
+  local sids = rcall('ZRANGEBYSCORE', P .. 'live', fmt(now - bound), '+inf')
   for _, sid in ipairs(sids) do
-    local raw = redis.call('HGET', P .. 'ss', sid)
+    local raw = rcall('HGET', P .. 'ss', sid)
     if raw then
       local s = sget(raw)
-      if not s.tomb then redis.call('SADD', tmp, s.d) end
+      if not s.tomb then rcall('SADD', tmp, s.d) end
     end
   end
 end
-local active = redis.call('SCARD', tmp)
-redis.call('DEL', tmp)
-return {secs, active, redis.call('ZCARD', P .. 'devs')}
+local active = rcall('SCARD', tmp)
+rcall('DEL', tmp)
+return {secs, active, rcall('ZCARD', P .. 'devs')}
