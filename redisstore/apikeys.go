@@ -29,7 +29,7 @@ func (s *Store) CreateKey(ctx context.Context, keyHash []byte, k fleet.APIKey) e
 	}
 	pipe := s.rdb.Pipeline()
 	pipe.Set(ctx, apiKeyIDKey(k.ID), h, 0)
-	pipe.ZAdd(ctx, wsKey(k.Workspace, "keys"), redis.Z{Score: float64(k.CreatedAt.UnixMilli()), Member: k.ID})
+	pipe.ZAdd(ctx, wsKey(k.Workspace, kKeys), redis.Z{Score: float64(k.CreatedAt.UnixMilli()), Member: k.ID})
 	pipe.ZAddNX(ctx, keyWorkspaces, redis.Z{Score: float64(s.now().UnixMilli()), Member: k.Workspace})
 	_, err := pipe.Exec(ctx)
 	return wrap("create key", err)
@@ -66,7 +66,7 @@ func (s *Store) ListKeys(ctx context.Context, ws string) ([]fleet.APIKey, error)
 	ctx, cancel := context.WithTimeout(ctx, 2*s.cfg.Timeout)
 	defer cancel()
 	ctx = withOp(ctx, "list_keys")
-	ids, err := s.rdb.ZRange(ctx, wsKey(ws, "keys"), 0, -1).Result()
+	ids, err := s.rdb.ZRange(ctx, wsKey(ws, kKeys), 0, -1).Result()
 	if err != nil {
 		return nil, wrap("list keys", err)
 	}
@@ -182,10 +182,10 @@ func (s *Store) StatsRange(ctx context.Context, offset, count int) ([]fleet.Work
 		for i := lo; i < min(lo+statsChunk, len(wss)); i++ {
 			ws := wss[i]
 			cs[i] = cmds{
-				devs: pipe.ZCard(ctx, wsKey(ws, "devs")),
-				on:   pipe.ZCard(ctx, wsKey(ws, "on")),
-				live: pipe.ZCount(ctx, wsKey(ws, "live"), minLive, "+inf"),
-				tot:  pipe.HGetAll(ctx, wsKey(ws, "tot")),
+				devs: pipe.ZCard(ctx, wsKey(ws, kDevs)),
+				on:   pipe.ZCard(ctx, wsKey(ws, kOn)),
+				live: pipe.ZCount(ctx, wsKey(ws, kLive), minLive, "+inf"),
+				tot:  pipe.HGetAll(ctx, wsKey(ws, kTot)),
 			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -197,9 +197,9 @@ func (s *Store) StatsRange(ctx context.Context, offset, count int) ([]fleet.Work
 		st := fleet.WorkspaceStats{Workspace: ws, Devices: cs[i].devs.Val(), Online: cs[i].on.Val(), LiveSessions: cs[i].live.Val()}
 		for f, v := range cs[i].tot.Val() {
 			n, _ := strconv.ParseInt(v, 10, 64)
-			if f == "s" {
+			if f == hSeconds {
 				st.SessionSeconds = n
-			} else if status, ok := strings.CutPrefix(f, "e:"); ok && n != 0 {
+			} else if status, ok := strings.CutPrefix(f, hEnded); ok && n != 0 {
 				if st.Ended == nil {
 					st.Ended = map[string]int64{}
 				}

@@ -610,7 +610,7 @@ func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
 			byBucket[b] = c
 			unkeeps = append(unkeeps, c)
 		}
-		c.args = append(c.args, r.device, r.pending["o"], r.pending["l"])
+		c.args = append(c.args, r.device, r.pending[hOnline], r.pending[hSeen])
 	}
 	return s.exec(ctx, unkeeps)
 }
@@ -726,16 +726,16 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 	var adopts []*call
 	var rus []*reunion
 	for _, r := range rs {
-		if o, ok := r.pending["o"]; ok {
+		if o, ok := r.pending[hOnline]; ok {
 			on, ot, _ := strings.Cut(o, ",")
 			merge(r, on, ot, "")
 		}
-		if l, ok := r.pending["l"]; ok {
+		if l, ok := r.pending[hSeen]; ok {
 			merge(r, "", "", l)
 		}
 		sids := moving[r]
 		for f := range r.pending {
-			if sid, ok := strings.CutPrefix(f, "s:"); ok && !containsString(sids, sid) {
+			if sid, ok := strings.CutPrefix(f, hSession); ok && !containsString(sids, sid) {
 				sids = append(sids, sid)
 			}
 		}
@@ -857,9 +857,9 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 		var reads []read
 		for k, it := range work {
 			for _, ws := range it.r.route.h.workspaces() {
-				reads = append(reads, read{k, ws, pipe.HGet(rctx, wsKey(ws, "ss"), it.sid)})
+				reads = append(reads, read{k, ws, pipe.HGet(rctx, wsKey(ws, kSS), it.sid)})
 			}
-			reads = append(reads, read{k, "", pipe.HGet(rctx, pendKey(it.r.device), "s:"+it.sid)})
+			reads = append(reads, read{k, "", pipe.HGet(rctx, pendKey(it.r.device), hSession+it.sid)})
 		}
 		_, err := pipe.Exec(rctx)
 		cancel()
@@ -982,7 +982,7 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 					if pending := c.sess[k]; pending != "" {
 						d := c.devs[k]
 						sid := c.args[3+2*k].(string)
-						unpends.add(idxKey(bucketOf(d)), d, "s:"+sid, pending)
+						unpends.add(idxKey(bucketOf(d)), d, hSession+sid, pending)
 					}
 				case code == rNotHere && res[1] == "":
 					// The home has no record of the device yet: bring it in step.

@@ -99,6 +99,57 @@ import (
 //
 // Ids are validated to [A-Za-z0-9._:@-]{1,128} before they get here, so they
 // can never close a hash tag or collide with a separator.
+// Key name suffixes, after a workspace's prefix fl:{w:W}: or an index
+// bucket's fl:{d:B}:, and hash fields, as the schema above spells them.
+// The scripts get them as constants (prelude: K_*, H_*), so no other
+// place spells a key.
+const (
+	kDev      = "dev"
+	kSec      = "sec"
+	kDevs     = "devs"
+	kOn       = "on"
+	kSS       = "ss"
+	kHist     = "hist"
+	kHD       = "hd:"
+	kLive     = "live"
+	kEnds     = "ends"
+	kHS       = "hs:"
+	kSecD     = "secd"
+	kAct      = "act:"
+	kTot      = "tot"
+	kSN       = "sn"
+	kSNDay    = "sn:"
+	kMem      = "mem"
+	kMemIdx   = "memidx"
+	kKeys     = "keys"
+	kMV       = "mv:"
+	kTmpUsage = "tmp:usage"
+	kIdx      = "idx"
+	kPend     = "pend:"
+	kPQ       = "pq:"
+
+	hSeconds  = "s"  // tot: session seconds ever
+	hEnded    = "e:" // tot: sessions ended, by status label
+	hBuckets  = "b:" // sn: a day's bucket count
+	hOnline   = "o"  // pend: presence
+	hSeen     = "l"  // pend: last seen
+	hSession  = "s:" // pend: a session
+	hSessions = "n"  // pend: sessions kept
+	hID       = "i:" // pend: a delivery id
+	hIDs      = "ni" // pend: delivery ids kept
+)
+
+// keyConstants are the names of the constants above as the scripts see
+// them, for the prelude.
+var keyConstants = [][2]string{
+	{"K_DEV", kDev}, {"K_SEC", kSec}, {"K_DEVS", kDevs}, {"K_ON", kOn}, {"K_SS", kSS}, {"K_HIST", kHist}, {"K_HD", kHD},
+	{"K_LIVE", kLive}, {"K_ENDS", kEnds}, {"K_HS", kHS}, {"K_SECD", kSecD}, {"K_ACT", kAct}, {"K_TOT", kTot}, {"K_SN", kSN},
+	{"K_SNDAY", kSNDay}, {"K_MEM", kMem}, {"K_MEMIDX", kMemIdx}, {"K_MV", kMV}, {"K_TMPUSAGE", kTmpUsage}, {"K_IDX", kIdx},
+	{"K_PEND", kPend}, {"K_PQ", kPQ},
+	{"H_SECONDS", hSeconds}, {"H_ENDED", hEnded}, {"H_BUCKETS", hBuckets}, {"H_ONLINE", hOnline}, {"H_SEEN", hSeen},
+	{"H_SESSION", hSession}, {"H_SESSIONS", hSessions}, {"H_ID", hID}, {"H_IDS", hIDs},
+}
+
 const (
 	keyPrefix      = "fl:"
 	keyWorkspaces  = "fl:workspaces"
@@ -111,7 +162,7 @@ func wsPrefix(ws string) string { return "fl:{w:" + ws + "}:" }
 
 // wsDevKey is the routing key passed as KEYS[1] to per-workspace scripts;
 // scripts derive the other names by stripping "dev".
-func wsDevKey(ws string) string { return wsPrefix(ws) + "dev" }
+func wsDevKey(ws string) string { return wsPrefix(ws) + kDev }
 
 func wsKey(ws, name string) string { return wsPrefix(ws) + name }
 
@@ -124,7 +175,7 @@ func bucketOf(device string) uint32 {
 
 // idxKey is the routing key of a device's index bucket, passed as KEYS[1] to
 // the bucket scripts, which derive the other names by stripping "idx".
-func idxKey(bucket uint32) string { return bucketPrefix(bucket) + "idx" }
+func idxKey(bucket uint32) string { return bucketPrefix(bucket) + kIdx }
 
 // bucketPrefix is the key prefix of an index bucket, "fl:{d:B}:".
 func bucketPrefix(bucket uint32) string {
@@ -133,7 +184,7 @@ func bucketPrefix(bucket uint32) string {
 
 // pendKey holds the events kept for device d (keep.lua).
 func pendKey(d string) string {
-	return "fl:{d:" + strconv.FormatUint(uint64(bucketOf(d)), 16) + "}:pend:" + d
+	return bucketPrefix(bucketOf(d)) + kPend + d
 }
 
 func apiKeyKey(hashHex string) string { return "fl:key:" + hashHex }

@@ -75,10 +75,10 @@ func (s *Store) ListDevices(ctx context.Context, ws string, f fleet.DeviceFilter
 	if err != nil {
 		return page, err
 	}
-	src, onf := "devs", ""
+	src, onf := kDevs, ""
 	if f.Online != nil {
 		if *f.Online {
-			src = "on"
+			src = kOn
 		} else {
 			onf = "0"
 		}
@@ -236,18 +236,18 @@ func sessionSource(f fleet.SessionFilter, liveFrom int64) (src, lo, hi, status s
 	lo, hi, status = "-inf", "+inf", f.Status
 	switch {
 	case f.DeviceID != "":
-		return "hd:" + f.DeviceID, lo, hi, status
+		return kHD + f.DeviceID, lo, hi, status
 	case f.Status == fleet.StatusLive:
-		return "live", strconv.FormatInt(liveFrom, 10), hi, ""
+		return kLive, strconv.FormatInt(liveFrom, 10), hi, ""
 	case f.Status == fleet.StatusAbandoned:
-		return "live", lo, "(" + strconv.FormatInt(liveFrom, 10), ""
+		return kLive, lo, "(" + strconv.FormatInt(liveFrom, 10), ""
 	case f.Status != "":
 		if l := fleet.StatusLabel(f.Status); l != fleet.StatusOther {
 			status = ""
 		}
-		return "hs:" + fleet.StatusLabel(f.Status), lo, hi, status
+		return kHS + fleet.StatusLabel(f.Status), lo, hi, status
 	}
-	return "hist", lo, hi, ""
+	return kHist, lo, hi, ""
 }
 
 // Usage implements fleet.Reader.
@@ -290,14 +290,14 @@ func (s *Store) ListMembers(ctx context.Context, ws string, cursor string, limit
 	// the page is filled from further entries.
 	more := false
 	for !more {
-		emails, err := s.rdb.ZRangeByLex(ctx, wsKey(ws, "memidx"), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(limit + 1 - len(page.Items))}).Result()
+		emails, err := s.rdb.ZRangeByLex(ctx, wsKey(ws, kMemIdx), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(limit + 1 - len(page.Items))}).Result()
 		if err != nil {
 			return page, wrap("list members", err)
 		}
 		if len(emails) == 0 {
 			break
 		}
-		raws, err := s.rdb.HMGet(ctx, wsKey(ws, "mem"), emails...).Result()
+		raws, err := s.rdb.HMGet(ctx, wsKey(ws, kMem), emails...).Result()
 		if err != nil {
 			return page, wrap("list members", err)
 		}

@@ -5,7 +5,9 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/fleetd/fleetd/fleet"
@@ -49,6 +51,9 @@ func prelude() string {
 		fleet.EventOnlineChanged, fleet.EventSessionStarted, fleet.EventSessionEnded)
 	fmt.Fprintf(&b, "local HISTORY_MAX, DAY_MS, DEDUPE_TTL, PENDING_TTL_MS, MAX_DURATION = %d, %d, %d, %d, %d\n",
 		historyMax, dayMs, dedupeTTLSec, pendingTTL, maxDurationSec)
+	for _, kc := range keyConstants {
+		fmt.Fprintf(&b, "local %s = %q\n", kc[0], kc[1])
+	}
 	b.WriteString("local STATUS_LABELS = {")
 	for _, l := range fleet.StatusLabels[:len(fleet.StatusLabels)-1] {
 		fmt.Fprintf(&b, "[%q] = true, ", l)
@@ -73,16 +78,67 @@ const scriptStart = "rcall, tonumber, floor, find, sub, byte, format, gmatch = "
 // scriptFiles are the files of each script, after the prelude and lib.
 var scriptFiles = map[*redis.Script][]string{}
 
+// text is Lua assembled from parts, knowing where each line came from, so
+// that a line number Redis or luacheck reports names its file.
+type text struct {
+	b     strings.Builder
+	lines int
+	spans spans
+}
+
+// span is a part of assembled Lua: the lines from start (1-based) on that
+// come from file, from its line first on.
+type span struct {
+	file         string
+	start, first int
+}
+
+type spans []span
+
+func (t *text) add(file, src string) {
+	if !strings.HasSuffix(src, "\n") {
+		src += "\n"
+	}
+	t.spans = append(t.spans, span{file: file, start: t.lines + 1, first: 1})
+	t.b.WriteString(src)
+	t.lines += strings.Count(src, "\n")
+}
+
+// locate turns line n of the assembled text into a file and its line.
+func (ss spans) locate(n int) (string, int) {
+	for i := len(ss) - 1; i >= 0; i-- {
+		if n >= ss[i].start {
+			return ss[i].file, ss[i].first + n - ss[i].start
+		}
+	}
+	return "?", n
+}
+
+// scriptText assembles a script for EVALSHA: the prelude, lib, the start
+// of a body, its files.
+func scriptText(files []string) *text {
+	t := &text{}
+	t.add("prelude (scripts.go)", prelude())
+	t.add("lua/lib.lua", luaFile("lib"))
+	t.add("scripts.go (scriptStart)", scriptStart)
+	for _, f := range files {
+		t.add("lua/"+f+".lua", luaFile(f))
+	}
+	return t
+}
+
+// scriptSource is the text of sc as EVALSHA runs it, with its spans.
+func scriptSource(sc *redis.Script) (string, spans) {
+	t := scriptText(scriptFiles[sc])
+	return t.b.String(), t.spans
+}
+
 // script builds a script from the prelude, the shared library and the
 // named files, in order: the text run by EVALSHA where Redis has no
 // Functions (miniredis, the embedded mode), and one function of the
 // Functions library (library) elsewhere.
 func script(files ...string) *redis.Script {
-	src := prelude() + luaFile("lib") + "\n" + scriptStart
-	for _, n := range files {
-		src += "\n" + luaFile(n)
-	}
-	sc := redis.NewScript(src)
+	sc := redis.NewScript(scriptText(files).b.String())
 	scriptFiles[sc] = files
 	return sc
 }
@@ -133,25 +189,28 @@ var allScripts = []*redis.Script{applyScript, keepScript, stashScript, placeScri
 var (
 	libraryName   string
 	librarySource string
+	librarySpans  spans
 	functionName  = map[*redis.Script]string{}
 	scriptByFunc  = map[string]string{}
 )
 
 func init() {
-	var body strings.Builder
 	names := make([]*redis.Script, len(allScripts))
 	copy(names, allScripts)
 	slices.SortFunc(names, func(a, b *redis.Script) int { return strings.Compare(scriptNames[a], scriptNames[b]) })
+	t := &text{}
+	t.add("scripts.go (library)", "#!lua name=LIBRARY") // the name, a digest of the rest, is set below
+	t.add("prelude (scripts.go)", prelude())
+	t.add("lua/lib.lua", luaFile("lib"))
 	for _, sc := range names {
-		fmt.Fprintf(&body, "\nlocal function fn_%s(KEYS, ARGV)\n%s\n", scriptNames[sc], scriptStart)
+		t.add("scripts.go (library)", fmt.Sprintf("local function fn_%s(KEYS, ARGV)\n%s", scriptNames[sc], scriptStart))
 		for _, f := range scriptFiles[sc] {
-			body.WriteString(luaFile(f))
-			body.WriteString("\n")
+			t.add("lua/"+f+".lua", luaFile(f))
 		}
-		body.WriteString("end\n")
+		t.add("scripts.go (library)", "end")
 	}
-	src := prelude() + luaFile("lib") + body.String()
-	sum := sha256.Sum256([]byte(src))
+	body := t.b.String()
+	sum := sha256.Sum256([]byte(body))
 	libraryName = "fleetd_" + hex.EncodeToString(sum[:6])
 	var reg strings.Builder
 	for _, sc := range names {
@@ -160,5 +219,26 @@ func init() {
 		scriptByFunc[fn] = scriptNames[sc]
 		fmt.Fprintf(&reg, "redis.register_function('%s', fn_%s)\n", fn, scriptNames[sc])
 	}
-	librarySource = "#!lua name=" + libraryName + "\n" + src + reg.String()
+	t.add("scripts.go (library)", reg.String())
+	librarySource = strings.Replace(t.b.String(), "LIBRARY", libraryName, 1)
+	librarySpans = t.spans
+}
+
+// scriptLine matches the place of a Lua error in Redis's answer.
+var scriptLine = regexp.MustCompile(`user_(script|function):(\d+)`)
+
+// locateScriptError names the file and line of a Lua error in err's text
+// (Redis reports a line of the assembled text).
+func locateScriptError(sc *redis.Script, functions bool, err error) error {
+	m := scriptLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	n, _ := strconv.Atoi(m[2])
+	ss := librarySpans
+	if !functions {
+		_, ss = scriptSource(sc)
+	}
+	file, line := ss.locate(n)
+	return fmt.Errorf("%w (at %s:%d)", err, file, line)
 }

@@ -432,6 +432,15 @@ func (s *Store) exec(ctx context.Context, calls []*call) error {
 			c.done = true
 		}
 		if !noscript || attempt > 0 {
+			if err != nil {
+				// Name the file and line of a script's error.
+				for _, c := range calls {
+					if c.script != nil && c.cmd != nil && c.cmd.Err() != nil && c.cmd.Err() != redis.Nil {
+						err = locateScriptError(c.script, s.functions.Load(), c.cmd.Err())
+						break
+					}
+				}
+			}
 			return s.fail("exec", err)
 		}
 		if err := s.loadScripts(ctx); err != nil {

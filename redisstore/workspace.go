@@ -121,7 +121,7 @@ func (s *Store) unindexWorkspaceDevices(ctx context.Context, ws string, devices 
 func (s *Store) deleteAPIKeys(ctx context.Context, ws string) (n int, more bool, err error) {
 	ctx, cancel := context.WithTimeout(withOp(ctx, "delete_workspace"), 2*s.cfg.Timeout)
 	defer cancel()
-	ids, err := s.rdb.ZRange(ctx, wsKey(ws, "keys"), 0, WorkspaceScanCount-1).Result()
+	ids, err := s.rdb.ZRange(ctx, wsKey(ws, kKeys), 0, WorkspaceScanCount-1).Result()
 	if err != nil {
 		return 0, false, s.fail("delete workspace: keys", err)
 	}
@@ -152,7 +152,7 @@ func (s *Store) deleteAPIKeys(ctx context.Context, ws string) (n int, more bool,
 	for i, id := range ids {
 		members[i] = id
 	}
-	if err := s.rdb.ZRem(ctx, wsKey(ws, "keys"), members...).Err(); err != nil {
+	if err := s.rdb.ZRem(ctx, wsKey(ws, kKeys), members...).Err(); err != nil {
 		return 0, false, s.fail("delete workspace: keys", err)
 	}
 	return len(ids), len(ids) == WorkspaceScanCount, nil

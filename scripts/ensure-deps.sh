@@ -3,7 +3,8 @@
 # redis-server (and redis-cli), prometheus + promtool, wrk for benchmarks,
 # docker-compose, whose parser checks docker-compose.yml (no Docker
 # engine is needed for `docker-compose config`),
-# and chromium for the web console's browser test (api/console_browser_test.go).
+# chromium for the web console's browser test (api/console_browser_test.go),
+# and lua-check (luacheck), which redisstore's TestLuaLint runs over the scripts.
 # `ensure-deps.sh cost` also installs valgrind (callgrind, for make cost).
 set -euo pipefail
 need=()
@@ -14,6 +15,7 @@ command -v prometheus   >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool     >/dev/null 2>&1 || need+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v chromium     >/dev/null 2>&1 || need+=(chromium)
+command -v luacheck     >/dev/null 2>&1 || need+=(lua-check)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing: ${need[*]}; install them (Debian: apt-get install ${need[*]}) and rerun" >&2

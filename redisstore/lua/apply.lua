@@ -44,7 +44,7 @@ for k = 1, n do
   local P, typ, d = ARGV[i], ARGV[i + 1], ARGV[i + 4]
   local t, tss = ts[k], ARGV[i + 3]
   if P ~= lastP then
-    lastP, W, DEV, SS = P, wsOf(P), P .. 'dev', P .. 'ss'
+    lastP, W, DEV, SS = P, wsOf(P), P .. K_DEV, P .. K_SS
   end
   local raw = rcall('HGET', DEV, d)
   local r = R_NOTHERE
@@ -73,7 +73,7 @@ for k = 1, n do
           else
             r = R_ACCEPTED
             if on ~= dev.on then
-              if on == 1 then rcall('ZADD', P .. 'on', 0, d) else rcall('ZREM', P .. 'on', d) end
+              if on == 1 then rcall('ZADD', P .. K_ON, 0, d) else rcall('ZREM', P .. K_ON, d) end
             end
             dev.on, dev.ot, dev._ot, dev._otn = on, t, tss, t
           end
@@ -99,7 +99,7 @@ for k = 1, n do
         -- Moved: keep what this event adds in the tombstone, for Go to
         -- bring to the session's home.
         local j = sjoin(old, inc)
-        if skey(j) ~= skey(old) then stomb(P, sid, nil, j, old.tomb, now, bound, retention) end
+        if skey(j) ~= skey(old) then stomb(P, sid, nil, j, old.tomb, retention) end
         r = R_MOVED + flags
       elseif old then
         local j = sjoin(old, inc)
@@ -107,15 +107,15 @@ for k = 1, n do
           r = R_DUPLICATE + flags
         elseif hl and hhome(hl, sat(j)) ~= W then
           -- The start moved the session's home elsewhere.
-          stomb(P, sid, old, j, hhome(hl, sat(j)), now, bound, retention)
+          stomb(P, sid, old, j, hhome(hl, sat(j)), retention)
           r = R_MOVED + flags
         else
-          scount(P, sid, old, j, now, bound, retention)
+          scount(P, sid, old, j, retention)
           rcall('HSET', SS, sid, sput(j))
           r = R_ACCEPTED + flags
         end
       elseif not hl or hhome(hl, sat(inc)) == W then
-        scount(P, sid, nil, inc, now, bound, retention)
+        scount(P, sid, nil, inc, retention)
         rcall('HSET', SS, sid, sput(inc))
         r = R_ACCEPTED + flags
       end

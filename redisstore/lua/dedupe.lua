@@ -19,10 +19,10 @@ local ddState = {} -- workspace prefix -> its day's buckets
 local function ddOf(P)
   local s = ddState[P]
   if s then return s end
-  local meta = P .. 'sn'
-  local v = rcall('HMGET', meta, 'b:' .. ddDay, 'b:' .. (ddDay - 1))
+  local meta = P .. K_SN
+  local v = rcall('HMGET', meta, H_BUCKETS .. ddDay, H_BUCKETS .. (ddDay - 1))
   local ba, by = tonumber(v[1]), tonumber(v[2])
-  local y = P .. 'sn:' .. (ddDay - 1)
+  local y = P .. K_SNDAY .. (ddDay - 1)
   local fresh = not ba
   if fresh then
     local ny = 0
@@ -30,7 +30,7 @@ local function ddOf(P)
     ba = 1
     while ba * 64 < ny and ba < 1048576 do ba = ba * 2 end
   end
-  s = {meta = meta, a = P .. 'sn:' .. ddDay, ba = ba, ka = {}, fresh = fresh, y = y, by = by, ky = {}, marked = false, exp = {}}
+  s = {meta = meta, a = P .. K_SNDAY .. ddDay, ba = ba, ka = {}, fresh = fresh, y = y, by = by, ky = {}, marked = false, exp = {}}
   ddState[P] = s
   return s
 end
@@ -78,9 +78,9 @@ end
 local function ddFinish()
   for _, s in pairs(ddState) do
     if s.fresh and s.marked then
-      rcall('HSET', s.meta, 'b:' .. ddDay, s.ba)
+      rcall('HSET', s.meta, H_BUCKETS .. ddDay, s.ba)
       local old = {}
-      for d = ddDay - 9, ddDay - 2 do old[#old + 1] = 'b:' .. d end
+      for d = ddDay - 9, ddDay - 2 do old[#old + 1] = H_BUCKETS .. d end
       rcall('HDEL', s.meta, unpack(old))
     end
   end

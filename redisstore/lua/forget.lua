@@ -17,7 +17,7 @@ for i = 2, #ARGV do
     end
     if regs == 0 then
       rcall('HDEL', KEYS[1], d)
-      rcall('DEL', B .. 'pend:' .. d, B .. 'pq:' .. d)
+      rcall('DEL', B .. K_PEND .. d, B .. K_PQ .. d)
     elseif #kept ~= #hparse(h) then
       rcall('HSET', KEYS[1], d, hstr(kept))
     end

@@ -29,13 +29,13 @@ end
 
 local out, dropped = {}, 0
 for k, e in ipairs(evs) do
-  local pk = e.B .. 'pend:' .. e.d
-  local h = rcall('HGET', e.B .. 'idx', e.d)
+  local pk = e.B .. K_PEND .. e.d
+  local h = rcall('HGET', e.B .. K_IDX, e.d)
   local hl = nil
   if h then hl = hparse(h) end
   local r
   local idf = nil -- presence only: a session event is a duplicate by what it says
-  if e.id ~= '' and e.typ == T_ONLINE then idf = 'i:' .. e.id end
+  if e.id ~= '' and e.typ == T_ONLINE then idf = H_ID .. e.id end
   local iddup = idf and rcall('HEXISTS', pk, idf) == 1
   if iddup then
     r = R_DUPLICATE
@@ -45,7 +45,7 @@ for k, e in ipairs(evs) do
     else
       local on = 0
       if e.x == '1' then on = 1 end
-      local cur = rcall('HGET', pk, 'o')
+      local cur = rcall('HGET', pk, H_ONLINE)
       local v = {on = 0, ot = nil}
       if cur then
         local con, cot = string.match(cur, '^(%d),(%-?%d+)$')
@@ -53,7 +53,7 @@ for k, e in ipairs(evs) do
       end
       local c = pnewer(v, e.ts, on)
       if c > 0 then
-        rcall('HSET', pk, 'o', on .. ',' .. fmt(e.ts))
+        rcall('HSET', pk, H_ONLINE, on .. ',' .. fmt(e.ts))
         r = R_ACCEPTED
       elseif c == 0 then
         r = R_ACCEPTED -- the same presence under another id
@@ -62,7 +62,7 @@ for k, e in ipairs(evs) do
       end
     end
   else
-    local f = 's:' .. e.sid
+    local f = H_SESSION .. e.sid
     local cur = rcall('HGET', pk, f)
     local inc = {d = e.d, w = now}
     if e.typ == T_STARTED then inc.st = e.ts else inc.en, inc.gd, inc.s = e.ts, e.gd, e.x end
@@ -79,9 +79,9 @@ for k, e in ipairs(evs) do
   end
   if type(r) == 'number' and not iddup then
     -- Delivery ids are kept for as many events as sessions are.
-    if idf and rcall('HINCRBY', pk, 'ni', 1) <= bound then rcall('HSET', pk, idf, '') end
-    local l = tonumber(rcall('HGET', pk, 'l') or '')
-    if not l or e.ts > l then rcall('HSET', pk, 'l', fmt(e.ts)) end
+    if idf and rcall('HINCRBY', pk, H_IDS, 1) <= bound then rcall('HSET', pk, idf, '') end
+    local l = tonumber(rcall('HGET', pk, H_SEEN) or '')
+    if not l or e.ts > l then rcall('HSET', pk, H_SEEN, fmt(e.ts)) end
     rcall('PEXPIRE', pk, PENDING_TTL_MS)
   end
   -- A session kept while the device has a history may have copies in its

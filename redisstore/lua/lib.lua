@@ -258,11 +258,11 @@ end
 -- is placed here now.
 local function dlist(P, d, v, current)
   if current then
-    rcall('ZADD', P .. 'devs', 0, d)
-    if v.on == 1 then rcall('ZADD', P .. 'on', 0, d) else rcall('ZREM', P .. 'on', d) end
+    rcall('ZADD', P .. K_DEVS, 0, d)
+    if v.on == 1 then rcall('ZADD', P .. K_ON, 0, d) else rcall('ZREM', P .. K_ON, d) end
   else
-    rcall('ZREM', P .. 'devs', d)
-    rcall('ZREM', P .. 'on', d)
+    rcall('ZREM', P .. K_DEVS, d)
+    rcall('ZREM', P .. K_ON, d)
   end
 end
 
@@ -369,9 +369,9 @@ end
 -- workspace P than sid whose end falls on the same UTC day as ms.
 local function activeElsewhere(P, d, sid, ms)
   local day = floor(ms / DAY_MS)
-  for _, other in ipairs(rcall('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
+  for _, other in ipairs(rcall('ZRANGE', P .. K_HD .. d, 0, -1)) do
     if other ~= sid then
-      local raw = rcall('HGET', P .. 'ss', other)
+      local raw = rcall('HGET', P .. K_SS, other)
       if raw then
         local o = sget(raw)
         if not o.tomb and o.en and floor(o.en / DAY_MS) == day then return true end
@@ -386,9 +386,9 @@ end
 -- "at", and by status label for ended ones), liveness, and, for ended
 -- sessions, seconds and active devices by UTC day and the totals by
 -- status. (A month's usage is summed from its days when it is read.)
-local function scount(P, sid, old, new, now, bound, retention)
+local function scount(P, sid, old, new, retention)
   local d = (new or old).d
-  local hd = P .. 'hd:' .. d
+  local hd = P .. K_HD .. d
   local oat, nat, olab, nlab = nil, nil, nil, nil
   if old then
     oat = sat(old)
@@ -401,19 +401,19 @@ local function scount(P, sid, old, new, now, bound, retention)
     if nat ~= oat or nlab and nlab ~= olab then nats = satstr(new) end
   end
   if nat and nat ~= oat then
-    rcall('ZADD', P .. 'hist', nats, sid)
+    rcall('ZADD', P .. K_HIST, nats, sid)
     rcall('ZADD', hd, nats, sid)
   end
-  if olab and olab ~= nlab then rcall('ZREM', P .. 'hs:' .. olab, sid) end
-  if nlab and (nlab ~= olab or nat ~= oat) then rcall('ZADD', P .. 'hs:' .. nlab, nats, sid) end
+  if olab and olab ~= nlab then rcall('ZREM', P .. K_HS .. olab, sid) end
+  if nlab and (nlab ~= olab or nat ~= oat) then rcall('ZADD', P .. K_HS .. nlab, nats, sid) end
   -- Sessions without an end, by start: live within the bound, abandoned
   -- after (both read from here).
   local olive = old and old.st and not old.en
   local nlive = new and new.st and not new.en
   if nlive then
-    if not olive or old.st ~= new.st then rcall('ZADD', P .. 'live', nstr(new.st, new._stn, new._st), sid) end
+    if not olive or old.st ~= new.st then rcall('ZADD', P .. K_LIVE, nstr(new.st, new._stn, new._st), sid) end
   elseif olive then
-    rcall('ZREM', P .. 'live', sid)
+    rcall('ZREM', P .. K_LIVE, sid)
   end
   local oe = old and old.en
   local ne = new and new.en
@@ -421,23 +421,23 @@ local function scount(P, sid, old, new, now, bound, retention)
   if oe then odur = sdur(old) end
   if ne then ndur = sdur(new) end
   if oe and ne and old.en == new.en and odur == ndur and olab == nlab then return end
-  local tot = P .. 'tot'
+  local tot = P .. K_TOT
   if oe then
     local day = floor(old.en / DAY_MS)
     if ne and floor(new.en / DAY_MS) == day then
       -- The same day: move the seconds, keep the active device.
-      if ndur ~= odur then rcall('HINCRBY', P .. 'secd', fmt(day), fmt(ndur - odur)) end
+      if ndur ~= odur then rcall('HINCRBY', P .. K_SECD, fmt(day), fmt(ndur - odur)) end
     else
-      rcall('HINCRBY', P .. 'secd', fmt(day), fmt(-odur))
-      if not activeElsewhere(P, d, sid, old.en) then rcall('SREM', P .. 'act:' .. fmt(day), d) end
-      if not ne then rcall('ZREM', P .. 'ends', sid) end
+      rcall('HINCRBY', P .. K_SECD, fmt(day), fmt(-odur))
+      if not activeElsewhere(P, d, sid, old.en) then rcall('SREM', P .. K_ACT .. fmt(day), d) end
+      if not ne then rcall('ZREM', P .. K_ENDS, sid) end
     end
-    if ndur ~= odur or not ne then rcall('HINCRBY', tot, 's', fmt(ndur - odur)) end
-    if olab ~= nlab then rcall('HINCRBY', tot, 'e:' .. olab, -1) end
+    if ndur ~= odur or not ne then rcall('HINCRBY', tot, H_SECONDS, fmt(ndur - odur)) end
+    if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. olab, -1) end
     if not ne then return end
-    if old.en ~= new.en then rcall('ZADD', P .. 'ends', nstr(new.en, new._enn, new._en), sid) end
+    if old.en ~= new.en then rcall('ZADD', P .. K_ENDS, nstr(new.en, new._enn, new._en), sid) end
     if floor(new.en / DAY_MS) == day then
-      if olab ~= nlab then rcall('HINCRBY', tot, 'e:' .. nlab, 1) end
+      if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. nlab, 1) end
       return
     end
   end
@@ -446,14 +446,14 @@ local function scount(P, sid, old, new, now, bound, retention)
   local day = floor(new.en / DAY_MS)
   local days = fmt(day)
   if not oe then
-    rcall('ZADD', P .. 'ends', nstr(new.en, new._enn, new._en), sid)
-    rcall('HINCRBY', tot, 's', fmt(ndur))
-    rcall('HINCRBY', tot, 'e:' .. nlab, 1)
+    rcall('ZADD', P .. K_ENDS, nstr(new.en, new._enn, new._en), sid)
+    rcall('HINCRBY', tot, H_SECONDS, fmt(ndur))
+    rcall('HINCRBY', tot, H_ENDED .. nlab, 1)
   elseif olab ~= nlab then
-    rcall('HINCRBY', tot, 'e:' .. nlab, 1)
+    rcall('HINCRBY', tot, H_ENDED .. nlab, 1)
   end
-  rcall('HINCRBY', P .. 'secd', days, fmt(ndur))
-  local act = P .. 'act:' .. days
+  rcall('HINCRBY', P .. K_SECD, days, fmt(ndur))
+  local act = P .. K_ACT .. days
   if rcall('SADD', act, d) == 1 then
     rcall('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
   end
@@ -463,10 +463,10 @@ end
 -- home ("" for kept) that holds record content, dropping the counts of
 -- record counted (nil when it counted nothing here), and lists it as
 -- moving until Go settles it (settle.lua).
-local function stomb(P, sid, counted, content, home, now, bound, retention)
-  if counted then scount(P, sid, counted, nil, now, bound, retention) end
-  rcall('HSET', P .. 'ss', sid, '~' .. (home or '') .. ',' .. sput(content))
-  rcall('SADD', P .. 'mv:' .. content.d, sid)
+local function stomb(P, sid, counted, content, home, retention)
+  if counted then scount(P, sid, counted, nil, retention) end
+  rcall('HSET', P .. K_SS, sid, '~' .. (home or '') .. ',' .. sput(content))
+  rcall('SADD', P .. K_MV .. content.d, sid)
 end
 
 ---------------------------------------------------------------------------
@@ -478,17 +478,17 @@ end
 -- events (bucket prefix B). At most bound sessions are kept: past it, the
 -- one with the oldest "at" is dropped. Returns how many were dropped.
 local function pkeep(B, d, sid, rec, isNew, bound)
-  local pk, pq = B .. 'pend:' .. d, B .. 'pq:' .. d
-  rcall('HSET', pk, 's:' .. sid, sput(rec))
+  local pk, pq = B .. K_PEND .. d, B .. K_PQ .. d
+  rcall('HSET', pk, H_SESSION .. sid, sput(rec))
   rcall('ZADD', pq, fmt(sat(rec)), sid)
   local dropped = 0
   if isNew then
-    local n = rcall('HINCRBY', pk, 'n', 1)
+    local n = rcall('HINCRBY', pk, H_SESSIONS, 1)
     while n > bound do
       local old = rcall('ZPOPMIN', pq)
       if #old == 0 then break end
-      rcall('HDEL', pk, 's:' .. old[1])
-      n = rcall('HINCRBY', pk, 'n', -1)
+      rcall('HDEL', pk, H_SESSION .. old[1])
+      n = rcall('HINCRBY', pk, H_SESSIONS, -1)
       dropped = dropped + 1
     end
   end
@@ -499,8 +499,8 @@ end
 
 -- punkeep drops kept session sid of device d once its home has it.
 local function punkeep(B, d, sid)
-  if rcall('HDEL', B .. 'pend:' .. d, 's:' .. sid) == 1 then
-    rcall('HINCRBY', B .. 'pend:' .. d, 'n', -1)
-    rcall('ZREM', B .. 'pq:' .. d, sid)
+  if rcall('HDEL', B .. K_PEND .. d, H_SESSION .. sid) == 1 then
+    rcall('HINCRBY', B .. K_PEND .. d, H_SESSIONS, -1)
+    rcall('ZREM', B .. K_PQ .. d, sid)
   end
 end

@@ -9,7 +9,7 @@
 -- R_NOTHERE with "" when the device has no record here (sync first).
 local P = sub(KEYS[1], 1, -4)
 local W = wsOf(P)
-local now, bound, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, retention = tonumber(ARGV[1]), tonumber(ARGV[3]) -- ARGV[2]: the live bound (not needed here)
 local out = {}
 for i = 4, #ARGV, 2 do
   local sid, inc = ARGV[i], sget(ARGV[i + 1])
@@ -19,7 +19,7 @@ for i = 4, #ARGV, 2 do
   else
     local v = dget(raw)
     local hl = dhist(v, W)
-    local sraw = rcall('HGET', P .. 'ss', sid)
+    local sraw = rcall('HGET', P .. K_SS, sid)
     local old, j = nil, inc
     if sraw then
       old = sget(sraw)
@@ -29,10 +29,10 @@ for i = 4, #ARGV, 2 do
     local home = hhome(hl, sat(j))
     if home ~= W then
       if old and not old.tomb then
-        stomb(P, sid, old, j, home, now, bound, retention)
+        stomb(P, sid, old, j, home, retention)
         out[#out + 1] = {R_MOVED, sput(j)}
       else
-        if old and skey(j) ~= skey(old) then stomb(P, sid, nil, j, old.tomb, now, bound, retention) end
+        if old and skey(j) ~= skey(old) then stomb(P, sid, nil, j, old.tomb, retention) end
         out[#out + 1] = {R_NOTHERE, sput(j)}
       end
     else
@@ -41,9 +41,9 @@ for i = 4, #ARGV, 2 do
       if counted and skey(j) == skey(counted) then
         out[#out + 1] = {R_DUPLICATE, ''}
       else
-        scount(P, sid, counted, j, now, bound, retention)
-        rcall('HSET', P .. 'ss', sid, sput(j))
-        if old and old.tomb then rcall('SREM', P .. 'mv:' .. j.d, sid) end
+        scount(P, sid, counted, j, retention)
+        rcall('HSET', P .. K_SS, sid, sput(j))
+        if old and old.tomb then rcall('SREM', P .. K_MV .. j.d, sid) end
         local ls = v.ls
         lsmax(v, j.st)
         lsmax(v, j.en)

@@ -25,7 +25,7 @@ local out = {}
 i = 1
 while i <= #ARGV do
   local B, d, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local IDX = B .. 'idx'
+  local IDX = B .. K_IDX
   local hl = hparse(rcall('HGET', IDX, d) or '')
   local flags = {}
   for k = 1, n do
@@ -39,7 +39,7 @@ while i <= #ARGV do
   end
   local h = hstr(hl)
   rcall('HSET', IDX, d, h)
-  out[#out + 1] = {h, table.concat(flags), rcall('HGETALL', B .. 'pend:' .. d)}
+  out[#out + 1] = {h, table.concat(flags), rcall('HGETALL', B .. K_PEND .. d)}
   i = i + 3 + n
 end
 return out

@@ -11,8 +11,8 @@ if dev.h ~= '' and howner(hparse(dev.h)) ~= wsOf(P) then return 0 end
 local rt = tonumber(ARGV[3])
 if pnewer(dev, rt, 0) > 0 then
   dev.on, dev.ot = 0, rt
-  rcall('ZREM', P .. 'on', ARGV[1])
+  rcall('ZREM', P .. K_ON, ARGV[1])
   rcall('HSET', KEYS[1], ARGV[1], dput(dev))
 end
-rcall('HSET', P .. 'sec', ARGV[1], ARGV[2])
+rcall('HSET', P .. K_SEC, ARGV[1], ARGV[2])
 return 1

@@ -28,7 +28,7 @@ while n < want and looked < budget do
     if not (csn and sc == csn and bytecmp(sid, csid) >= 0) then
       looked = looked + 1
       lastS, lastID = fmt(sc), sid
-      local raw = rcall('HGET', P .. 'ss', sid)
+      local raw = rcall('HGET', P .. K_SS, sid)
       if raw then
         local s = sget(raw)
         if not s.tomb then

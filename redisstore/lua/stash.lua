@@ -6,12 +6,12 @@
 -- history when the session has a home after all (Go brings it there);
 -- then, last, how many kept sessions were dropped for the bound.
 local B = sub(KEYS[1], 1, -4)
-local now, bound = tonumber(ARGV[1]), tonumber(ARGV[2])
+local bound = tonumber(ARGV[2]) -- ARGV[1] is now
 local out, dropped = {}, 0
 for i = 3, #ARGV, 2 do
   local sid, inc = ARGV[i], sget(ARGV[i + 1])
-  local pk = B .. 'pend:' .. inc.d
-  local f = 's:' .. sid
+  local pk = B .. K_PEND .. inc.d
+  local f = H_SESSION .. sid
   local cur = rcall('HGET', pk, f)
   local j = inc
   if cur then j = sjoin(sget(cur), inc) end
@@ -21,8 +21,8 @@ for i = 3, #ARGV, 2 do
   else
     if not cur or skey(j) ~= skey(sget(cur)) then dropped = dropped + pkeep(B, inc.d, sid, j, not cur, bound) end
     local ts = j.en or j.st
-    local l = tonumber(rcall('HGET', pk, 'l') or '')
-    if not l or ts > l then rcall('HSET', pk, 'l', fmt(ts)) end
+    local l = tonumber(rcall('HGET', pk, H_SEEN) or '')
+    if not l or ts > l then rcall('HSET', pk, H_SEEN, fmt(ts)) end
     out[#out + 1] = 0
   end
 end

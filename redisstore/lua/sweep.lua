@@ -5,22 +5,22 @@
 -- session event a duplicate. KEYS[1] = fl:{w:W}:dev. ARGV: now, live bound
 -- ms, retention ms.
 local P = sub(KEYS[1], 1, -4)
-local now, bound, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local old = rcall('ZRANGEBYSCORE', P .. 'hist', '-inf', '(' .. fmt(now - retention), 'LIMIT', 0, 64)
+local now, retention = tonumber(ARGV[1]), tonumber(ARGV[3]) -- ARGV[2], the live bound, is not needed here
+local old = rcall('ZRANGEBYSCORE', P .. K_HIST, '-inf', '(' .. fmt(now - retention), 'LIMIT', 0, 64)
 for _, sid in ipairs(old) do
-  local raw = rcall('HGET', P .. 'ss', sid)
+  local raw = rcall('HGET', P .. K_SS, sid)
   local s = nil
   if raw then s = sget(raw) end
   local w = s and tonumber(s._w)
   if not (w and w > now - DEDUPE_TTL * 1000) then
     if s then
-      rcall('ZREM', P .. 'hd:' .. s.d, sid)
-      if s.en then rcall('ZREM', P .. 'hs:' .. slabel(s.s), sid) end
+      rcall('ZREM', P .. K_HD .. s.d, sid)
+      if s.en then rcall('ZREM', P .. K_HS .. slabel(s.s), sid) end
     end
-    rcall('HDEL', P .. 'ss', sid)
-    rcall('ZREM', P .. 'hist', sid)
-    rcall('ZREM', P .. 'ends', sid)
-    rcall('ZREM', P .. 'live', sid)
+    rcall('HDEL', P .. K_SS, sid)
+    rcall('ZREM', P .. K_HIST, sid)
+    rcall('ZREM', P .. K_ENDS, sid)
+    rcall('ZREM', P .. K_LIVE, sid)
   end
 end
 return 0

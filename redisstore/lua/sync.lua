@@ -18,7 +18,7 @@
 
 local P = sub(KEYS[1], 1, -4)
 local W = wsOf(P)
-local now, bound, retention = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local retention = tonumber(ARGV[3]) -- ARGV[1], ARGV[2]: now, the live bound (not needed here)
 for i = 4, #ARGV, 7 do
   if ARGV[i + 2] ~= '' and not tonumber(ARGV[i + 2]) then return redis.error_reply('ERR fleetd: malformed registration') end
 end
@@ -51,27 +51,27 @@ for i = 4, #ARGV, 7 do
   local cur = 0
   if current then cur = 1 end
   local res = {v.on, optfmt(v.ot), optfmt(v.ls), cur}
-  for _, sid in ipairs(rcall('SMEMBERS', P .. 'mv:' .. d)) do
+  for _, sid in ipairs(rcall('SMEMBERS', P .. K_MV .. d)) do
     res[#res + 1] = sid
   end
   if v.h ~= '' and wasSimple then
-    for _, sid in ipairs(rcall('ZRANGE', P .. 'hd:' .. d, 0, -1)) do
+    for _, sid in ipairs(rcall('ZRANGE', P .. K_HD .. d, 0, -1)) do
       res[#res + 1] = sid
     end
   end
   if v.h ~= '' then
-    local hd = P .. 'hd:' .. d
+    local hd = P .. K_HD .. d
     for _, seg in ipairs(hsegs(hl)) do
       if seg.ws ~= W then
         local lo, hi = '-inf', '+inf'
         if seg.lo then lo = fmt(seg.lo) end
         if seg.hi then hi = '(' .. fmt(seg.hi) end
         for _, sid in ipairs(rcall('ZRANGEBYSCORE', hd, lo, hi)) do
-          local sraw = rcall('HGET', P .. 'ss', sid)
+          local sraw = rcall('HGET', P .. K_SS, sid)
           if sraw then
             local s = sget(sraw)
             if not s.tomb then
-              stomb(P, sid, s, s, seg.ws, now, bound, retention)
+              stomb(P, sid, s, s, seg.ws, retention)
               res[#res + 1] = sid
             end
           end

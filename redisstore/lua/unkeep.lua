@@ -5,13 +5,13 @@
 -- triples of device, presence ("" for none), last seen ("" for none).
 local B = sub(KEYS[1], 1, -4)
 for i = 1, #ARGV, 3 do
-  local k = B .. 'pend:' .. ARGV[i]
-  if (rcall('HGET', k, 'o') or '') == ARGV[i + 1] and (rcall('HGET', k, 'l') or '') == ARGV[i + 2] then
+  local k = B .. K_PEND .. ARGV[i]
+  if (rcall('HGET', k, H_ONLINE) or '') == ARGV[i + 1] and (rcall('HGET', k, H_SEEN) or '') == ARGV[i + 2] then
     local left = false
     for _, f in ipairs(rcall('HKEYS', k)) do
-      if sub(f, 1, 2) == 's:' then left = true break end
+      if sub(f, 1, #H_SESSION) == H_SESSION then left = true break end
     end
-    if not left then rcall('DEL', k, B .. 'pq:' .. ARGV[i]) end
+    if not left then rcall('DEL', k, B .. K_PQ .. ARGV[i]) end
   end
 end
 return 1

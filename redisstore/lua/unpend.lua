@@ -4,7 +4,7 @@
 -- The field is "s:SID".
 local B = sub(KEYS[1], 1, -4)
 for i = 1, #ARGV, 3 do
-  if rcall('HGET', B .. 'pend:' .. ARGV[i], ARGV[i + 1]) == ARGV[i + 2] then
+  if rcall('HGET', B .. K_PEND .. ARGV[i], ARGV[i + 1]) == ARGV[i + 2] then
     punkeep(B, ARGV[i], sub(ARGV[i + 1], 3))
   end
 end

@@ -4,13 +4,13 @@
 -- KEYS[1] = fl:{w:W}:dev. ARGV: from ms, to ms, now ms, live bound ms.
 local P = sub(KEYS[1], 1, -4)
 local from, to, now, bound = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local tmp = P .. 'tmp:usage'
+local tmp = P .. K_TMPUSAGE
 rcall('DEL', tmp)
 local secs = 0
 local function scan(a, b)
-  local sids = rcall('ZRANGEBYSCORE', P .. 'ends', fmt(a), '(' .. fmt(b))
+  local sids = rcall('ZRANGEBYSCORE', P .. K_ENDS, fmt(a), '(' .. fmt(b))
   for _, sid in ipairs(sids) do
-    local raw = rcall('HGET', P .. 'ss', sid)
+    local raw = rcall('HGET', P .. K_SS, sid)
     if raw then
       local s = sget(raw)
       if not s.tomb and s.en then
@@ -25,9 +25,9 @@ if fd < td then
   local days, sets = {}, {}
   for d = fd, td - 1 do
     days[#days + 1] = fmt(d)
-    sets[#sets + 1] = P .. 'act:' .. fmt(d)
+    sets[#sets + 1] = P .. K_ACT .. fmt(d)
     if #days == 500 or d == td - 1 then
-      for _, v in ipairs(rcall('HMGET', P .. 'secd', unpack(days))) do
+      for _, v in ipairs(rcall('HMGET', P .. K_SECD, unpack(days))) do
         if v then secs = secs + tonumber(v) end
       end
       sets[#sets + 1] = tmp
@@ -41,9 +41,9 @@ else
   scan(from, to)
 end
 if from <= now and now < to then
-  local sids = rcall('ZRANGEBYSCORE', P .. 'live', fmt(now - bound), '+inf')
+  local sids = rcall('ZRANGEBYSCORE', P .. K_LIVE, fmt(now - bound), '+inf')
   for _, sid in ipairs(sids) do
-    local raw = rcall('HGET', P .. 'ss', sid)
+    local raw = rcall('HGET', P .. K_SS, sid)
     if raw then
       local s = sget(raw)
       if not s.tomb then rcall('SADD', tmp, s.d) end
@@ -52,4 +52,4 @@ if from <= now and now < to then
 end
 local active = rcall('SCARD', tmp)
 rcall('DEL', tmp)
-return {secs, active, rcall('ZCARD', P .. 'devs')}
+return {secs, active, rcall('ZCARD', P .. K_DEVS)}
