@@ -97,20 +97,13 @@ func (s *Store) unindexWorkspaceDevices(ctx context.Context, ws string, devices 
 	if len(devices) == 0 {
 		return 0, nil
 	}
-	byBucket := map[uint32]*call{}
-	var calls []*call
+	forgets := newGroup(forgetScript, 0, ws)
 	for _, d := range devices {
 		s.cache.del(d)
-		b := bucketOf(d)
-		c := byBucket[b]
-		if c == nil {
-			c = &call{script: forgetScript, keys: []string{idxKey(b)}, args: []any{ws}}
-			byBucket[b] = c
-			calls = append(calls, c)
-		}
-		c.args = append(c.args, d)
+		b := idxKey(bucketOf(d))
+		forgets.add(b, b, d)
 	}
-	if err := s.exec(withOp(ctx, "delete_workspace"), calls); err != nil {
+	if err := s.exec(withOp(ctx, "delete_workspace"), forgets.calls); err != nil {
 		return 0, fmt.Errorf("redisstore: delete workspace: unindex: %w", err)
 	}
 	return len(devices), nil
