@@ -147,4 +147,3 @@ func (s *Store) exec(ctx context.Context, calls []*call) error {
 		}
 	}
 }
-
