@@ -192,10 +192,7 @@ func TestKeyCache(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		n := 0
-		for i := range c.shards {
-			n += len(c.shards[i].m)
-		}
+		n := c.entries.Len()
 		if n > keyCacheSize || n < keyCacheSize/2 {
 			t.Fatalf("%d entries for a bound of %d", n, keyCacheSize)
 		}
