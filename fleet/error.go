@@ -12,9 +12,20 @@ const (
 	ECONFLICT     = "conflict"
 	EFORBIDDEN    = "forbidden"
 	EUNAUTHORIZED = "unauthorized"
-	EUNAVAILABLE  = "unavailable"
-	EOVERLOADED   = "overloaded"
-	EINTERNAL     = "internal"
+	// ETOOLARGE: the request is larger than fleetd accepts (a body over
+	// its limit).
+	ETOOLARGE = "too_large"
+	// ENOTALLOWED: the resource exists but does not take that operation
+	// (a method it does not serve).
+	ENOTALLOWED = "not_allowed"
+	// EUNAVAILABLE: fleetd or its store cannot serve now; retrying later
+	// may succeed.
+	EUNAVAILABLE = "unavailable"
+	// EOVERLOADED: the caller must slow down: fleetd has no room for more
+	// (a full ingest queue), or the caller used up its allowance (failed
+	// authentications).
+	EOVERLOADED = "overloaded"
+	EINTERNAL   = "internal"
 )
 
 // Error is the one error type of fleetd. Message is meant for the API user;
