@@ -40,10 +40,6 @@ const (
 	storeTimeout = 2 * time.Second
 )
 
-// principalKey is the user value under which s.api leaves the caller's
-// *principal for the handlers.
-const principalKey = "fleetd.principal"
-
 // principal is who a request acts as: a resolved, unrevoked API key. It is
 // immutable once built, so handlers may read it without locks.
 type principal struct {
@@ -178,56 +174,18 @@ func validKeySyntax(k []byte) bool {
 	return true
 }
 
-// api wraps a REST handler: shutdown refusal, API key authentication (when
-// auth is set) and the request metrics labelled with the route template.
-func (s *Server) api(route string, auth bool, h fasthttp.RequestHandler) fasthttp.RequestHandler {
-	return func(ctx *fasthttp.RequestCtx) {
-		start := time.Now()
-		if m := s.cfg.API; m != nil {
-			// A panic is answered by the router's PanicHandler after this
-			// frame is gone; count it here as the 500 it becomes.
-			defer func() {
-				if v := recover(); v != nil {
-					m.Observe(route, fasthttp.StatusInternalServerError, time.Since(start).Seconds())
-					panic(v)
-				}
-			}()
-		}
-		status := s.serveAPI(ctx, auth, h)
-		if m := s.cfg.API; m != nil {
-			m.Observe(route, status, time.Since(start).Seconds())
-		}
-	}
-}
+// Answers of authenticate.
+var (
+	errNoKey        = fleet.Errorf(fleet.EUNAUTHORIZED, "missing x-api-key header")
+	errMalformedKey = fleet.Errorf(fleet.EUNAUTHORIZED, "malformed API key: expected sk_live_ followed by at least 32 letters or digits")
+	errUnknownKey   = fleet.Errorf(fleet.EUNAUTHORIZED, "unknown or revoked API key")
+	errKeyUnchecked = fleet.Errorf(fleet.EUNAVAILABLE, "the API key could not be checked, retry later")
+	errReadOnlyKey  = fleet.Errorf(fleet.EFORBIDDEN, "this API key is read-only")
+)
 
-func (s *Server) serveAPI(ctx *fasthttp.RequestCtx, auth bool, h fasthttp.RequestHandler) int {
-	if s.draining.Load() {
-		ctx.SetConnectionClose()
-		return writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "fleetd is shutting down, retry later")
-	}
-	if auth {
-		p, status := s.authenticate(ctx)
-		if p == nil {
-			return status
-		}
-		if p.readOnly && ctx.IsPost() {
-			return writeErrorBody(ctx, fasthttp.StatusForbidden, "forbidden", "this API key is read-only")
-		}
-		ctx.SetUserValue(principalKey, p)
-	}
-	// Only now, with the key resolved, is a body worth reading.
-	held, status := s.readBody(ctx)
-	if status != 0 {
-		return status
-	}
-	defer s.releaseBody(ctx, held)
-	h(ctx)
-	return ctx.Response.StatusCode()
-}
-
-// authenticate resolves x-api-key to a principal, or answers the request
-// and returns its status. The key itself is never logged nor kept: only its
-// SHA-256 leaves this function.
+// authenticate resolves x-api-key to a principal, or returns the error to
+// answer with. The key itself is never logged nor kept: only its SHA-256
+// leaves this function.
 //
 // A key cached as good is let through before anything else. A client that
 // has used up its failed authentications (the server's authThrottle) gets
@@ -238,7 +196,7 @@ func (s *Server) serveAPI(ctx *fasthttp.RequestCtx, auth bool, h fasthttp.Reques
 // cache TTL), and any other well-formed key is looked up while the client's
 // lookup allowance lasts. A key that was looked up is answered by what the
 // lookup found (200, or 401), never 429.
-func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, error) {
 	raw := ctx.Request.Header.Peek("x-api-key")
 	wellFormed := validKeySyntax(raw)
 	var hash [sha256.Size]byte
@@ -248,7 +206,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
 		e, fresh := s.keys.cached(hash)
 		if fresh && e.p != nil {
 			s.touch(e)
-			return e.p, 0
+			return e.p, nil
 		}
 		if e != nil && (fresh || e.p != nil) {
 			known = e
@@ -266,17 +224,17 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
 					m.ThrottledLookups.Inc()
 				}
 			default:
-				return nil, s.refuseThrottled(ctx, wait)
+				return nil, s.throttledError(wait)
 			}
 		}
 	}
 	switch {
 	case len(raw) == 0:
 		s.throttle.Fail(src)
-		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "missing x-api-key header")
+		return nil, errNoKey
 	case !wellFormed:
 		s.throttle.Fail(src)
-		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "malformed API key: expected sk_live_ followed by at least 32 letters or digits")
+		return nil, errMalformedKey
 	}
 	e, err := s.keys.resolve(hash, s.cfg.Keys)
 	if err != nil {
@@ -284,16 +242,16 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
 			// Not the client's fault, and a retry may well succeed: the
 			// same answer as an unreachable store, never a 401.
 			s.log.Error("api key lookup failed", "err", err)
-			return nil, writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the API key could not be checked, retry later")
+			return nil, errKeyUnchecked
 		}
-		return nil, s.writeError(ctx, err)
+		return nil, err
 	}
 	if e.p == nil {
 		s.throttle.Fail(src)
-		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "unknown or revoked API key")
+		return nil, errUnknownKey
 	}
 	s.touch(e)
-	return e.p, 0
+	return e.p, nil
 }
 
 // touch records the key's last use at most once per touchEvery, in the
@@ -319,10 +277,4 @@ func (s *Server) touch(e *keyEntry) {
 			s.log.Debug("recording api key use failed", "key_id", id, "err", err)
 		}
 	}()
-}
-
-// principalOf returns the principal that s.api authenticated.
-func principalOf(ctx *fasthttp.RequestCtx) *principal {
-	p, _ := ctx.UserValue(principalKey).(*principal)
-	return p
 }

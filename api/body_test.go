@@ -352,7 +352,7 @@ func TestInflightBodyBound(t *testing.T) {
 // TestInflightBoundBelowBodyLimit: a bound that no body of the largest
 // size could fit is a configuration error.
 func TestInflightBoundBelowBodyLimit(t *testing.T) {
-	err := CheckConfig(Config{WebhookSecrets: []string{"s"}, MaxBodyBytes: 1 << 20, MaxInflightBodyBytes: 1 << 19})
+	_, err := New(Config{WebhookSecrets: []string{"s"}, MaxBodyBytes: 1 << 20, MaxInflightBodyBytes: 1 << 19})
 	if err == nil || !strings.Contains(err.Error(), "--max-inflight-body-bytes") {
 		t.Fatalf("got %v", err)
 	}

@@ -168,10 +168,11 @@ func MustNew(tb testing.TB, cfg Config) *Server {
 	if len(cfg.WebhookSecrets) == 0 {
 		cfg.WebhookSecrets = []string{webhookSecret}
 	}
-	if err := CheckConfig(cfg); err != nil {
+	s, err := New(cfg)
+	if err != nil {
 		tb.Fatalf("api config: %v", err)
 	}
-	return New(cfg)
+	return s
 }
 
 // serve serves h on a loopback port until the test ends and returns its

@@ -46,7 +46,7 @@ func TestRoutingErrors(t *testing.T) {
 func TestPanic(t *testing.T) {
 	e := MustEnv(t, envOptions{})
 	r := e.srv.router()
-	r.GET("/boom", e.srv.api("/boom", false, func(*fasthttp.RequestCtx) { panic("boom") }))
+	r.GET("/boom", e.srv.pipeline(&route{"GET", "/boom", authNone, apiMetrics, true, func(*fasthttp.RequestCtx, *principal) error { panic("boom") }}))
 	pe := &env{base: serve(t, r.Handler), http: e.http}
 	res := pe.Do(t, call{method: "GET", path: "/boom"})
 	eb := wantError(t, res, 500, "internal")

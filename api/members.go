@@ -14,14 +14,13 @@ import (
 const maxEmailLen = 254
 
 // listMembers is GET /api/v1/members, ordered by email.
-func (s *Server) listMembers(ctx *fasthttp.RequestCtx) {
+func (s *Server) listMembers(ctx *fasthttp.RequestCtx, p *principal) error {
 	limit, cursor, err := pageParams(ctx.QueryArgs())
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
-	ws := principalOf(ctx).workspace
-	s.read(ctx, readKey{kind: readMembers, ws: ws, a: cursor, x: int64(limit)}, func(b []byte) ([]byte, error) {
+	ws := p.workspace
+	return s.read(ctx, readKey{kind: readMembers, ws: ws, cursor: cursor, limit: limit}, func(b []byte) ([]byte, error) {
 		c, cancel := storeContext()
 		page, err := s.cfg.Reader.ListMembers(c, ws, cursor, limit)
 		cancel()
@@ -61,32 +60,29 @@ type inviteRequest struct {
 // lower-cased, which is how "compared case-insensitively" is kept: the
 // store refuses a second member whose address differs only in case.
 // invited_at is whole seconds, so the reply equals what the listing shows.
-func (s *Server) inviteMember(ctx *fasthttp.RequestCtx) {
+func (s *Server) inviteMember(ctx *fasthttp.RequestCtx, p *principal) error {
 	var req inviteRequest
 	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
-		s.writeError(ctx, fleet.Errorf(fleet.EINVALID, `body must be a JSON object {"email":"...","role":"owner|admin|member"}`))
-		return
+		return fleet.Errorf(fleet.EINVALID, `body must be a JSON object {"email":"...","role":"owner|admin|member"}`)
 	}
 	email, err := normalizeEmail(req.Email)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	switch req.Role {
 	case fleet.RoleOwner, fleet.RoleAdmin, fleet.RoleMember:
 	default:
-		s.writeError(ctx, fleet.Errorf(fleet.EINVALID, "role must be owner, admin or member"))
-		return
+		return fleet.Errorf(fleet.EINVALID, "role must be owner, admin or member")
 	}
 	m := fleet.Member{Email: email, Role: req.Role, Status: fleet.MemberInvited, InvitedAt: s.now().UTC().Truncate(time.Second)}
 	c, cancel := storeContext()
-	err = s.cfg.Reader.AddMember(c, principalOf(ctx).workspace, m)
+	err = s.cfg.Reader.AddMember(c, p.workspace, m)
 	cancel()
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	writeJSON(ctx, fasthttp.StatusCreated, appendMember(make([]byte, 0, 128), &m))
+	return nil
 }
 
 // normalizeEmail accepts a bare address (no display name, no angle

@@ -97,26 +97,16 @@ type Server struct {
 	signing  [][]byte      // Standard Webhooks signing keys
 	refusals refusalLog    // webhook 503s and 429s, logged rate-limited
 	console  *consoleState
+	// headerAuth is the auth mode of the routes admitted from their
+	// headers alone, by path, for requests that expect 100-continue.
+	headerAuth map[string]authMode
 }
 
-// CheckConfig reports a configuration that New would refuse: a malformed
-// signing key, an unknown auth mode, a mode without the keys it needs.
-func CheckConfig(cfg Config) error {
-	_, err := newServer(cfg)
-	return err
-}
-
-// New builds the server and its routes. It panics on a configuration that
-// CheckConfig refuses; call that first with configuration from outside.
-func New(cfg Config) *Server {
-	s, err := newServer(cfg)
-	if err != nil {
-		panic("api: " + err.Error())
-	}
-	return s
-}
-
-func newServer(cfg Config) (*Server, error) {
+// New builds the server and its routes. It refuses a configuration that
+// cannot serve: a malformed signing key, an unknown webhook auth mode, a
+// mode without the keys it needs, an in-flight body bound below the body
+// limit.
+func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -175,7 +165,8 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Ingest != nil {
 		s.cfg.Ingest = countingSubmitter{cfg.Ingest, s.console}
 	}
-	s.handler = s.gate(s.routes())
+	s.headerAuth = s.headerAuthModes()
+	s.handler = s.gate(s.router().Handler)
 	return s, nil
 }
 
@@ -185,18 +176,3 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 // SetDraining makes every request answer 503 with Retry-After and
 // Connection: close, for a graceful shutdown.
 func (s *Server) SetDraining() { s.draining.Store(true) }
-
-// ErrorHandler answers requests that fasthttp rejects before routing (body
-// too large, malformed request) with the JSON error body.
-func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	ctx.SetConnectionClose()
-	if err == fasthttp.ErrBodyTooLarge {
-		writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, "payload_too_large", "request body exceeds the size limit")
-		return
-	}
-	if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
-		writeErrorBody(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "invalid_request", "request headers are too large")
-		return
-	}
-	writeErrorBody(ctx, fasthttp.StatusBadRequest, "invalid_request", "malformed HTTP request")
-}

@@ -10,25 +10,22 @@ import (
 // listSessions is GET /api/v1/sessions: newest "at" first, live sessions
 // included with their elapsed duration. A device_id of another workspace
 // is not an error: like any unknown device, it has no sessions here.
-func (s *Server) listSessions(ctx *fasthttp.RequestCtx) {
+func (s *Server) listSessions(ctx *fasthttp.RequestCtx, p *principal) error {
 	args := ctx.QueryArgs()
 	limit, cursor, err := pageParams(args)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	var f fleet.SessionFilter
 	if f.DeviceID, err = idParam(args, "device_id"); err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	if f.Status, err = textParam(args, "status"); err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
-	ws := principalOf(ctx).workspace
-	key := readKey{kind: readSessions, ws: ws, a: cursor, b: f.DeviceID, c: f.Status, x: int64(limit)}
-	s.read(ctx, key, func(b []byte) ([]byte, error) {
+	ws := p.workspace
+	key := readKey{kind: readSessions, ws: ws, cursor: cursor, device: f.DeviceID, status: f.Status, limit: limit}
+	return s.read(ctx, key, func(b []byte) ([]byte, error) {
 		c, cancel := storeContext()
 		page, err := s.cfg.Reader.ListSessions(c, ws, f, cursor, limit)
 		cancel()

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/internal/boundedmap"
 	"github.com/valyala/fasthttp"
 )
@@ -122,21 +123,25 @@ func (s *Server) source(ctx *fasthttp.RequestCtx) string {
 	return ctx.RemoteIP().String()
 }
 
-// throttled answers 429 with Retry-After when src is blocked.
-func (s *Server) throttled(ctx *fasthttp.RequestCtx, src string) (int, bool) {
-	blocked, wait := s.throttle.Blocked(src)
-	if !blocked {
-		return 0, false
-	}
-	return s.refuseThrottled(ctx, wait), true
-}
+// errThrottled answers a client the throttle blocks.
+var errThrottled = fleet.Errorf(fleet.EOVERLOADED, "too many failed authentications from this client; retry later")
 
-// refuseThrottled answers 429 with a Retry-After of wait, rounded up to
-// whole seconds, and counts it.
-func (s *Server) refuseThrottled(ctx *fasthttp.RequestCtx, wait time.Duration) int {
+// throttledError is the 429 of a blocked client, with a Retry-After of
+// wait rounded up to whole seconds, counted.
+func (s *Server) throttledError(wait time.Duration) error {
 	if m := s.cfg.Limits; m != nil {
 		m.Throttled.Inc()
 	}
-	secs := int(wait/time.Second) + 1
-	return writeErrorBodyRetry(ctx, fasthttp.StatusTooManyRequests, "rate_limited", "too many failed authentications from this client; retry later", secs)
+	return withRetryAfter(errThrottled, int(wait/time.Second)+1)
+}
+
+// authFailed answers a webhook whose credentials do not check out: 429
+// while its client is throttled, else 401 with msg, counted as a failure.
+func (s *Server) authFailed(ctx *fasthttp.RequestCtx, msg string) error {
+	src := s.source(ctx)
+	if blocked, wait := s.throttle.Blocked(src); blocked {
+		return s.throttledError(wait)
+	}
+	s.throttle.Fail(src)
+	return &fleet.Error{Code: fleet.EUNAUTHORIZED, Message: msg}
 }
