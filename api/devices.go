@@ -53,16 +53,12 @@ func (s *Server) listDevices(ctx *fasthttp.RequestCtx, p *principal) error {
 		if err != nil {
 			return b, err
 		}
-		b = append(b, `{"items":[`...)
-		for i := range page.Items {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendDevice(b, &page.Items[i], false)
-		}
-		return appendNext(b, page.Next), nil
+		return appendPage(b, &page, appendListedDevice), nil
 	})
 }
+
+// appendListedDevice appends a device object of a listing.
+func appendListedDevice(b []byte, d *fleet.Device) []byte { return appendDevice(b, d, false) }
 
 // appendDevice appends a device object; full adds the fields of the
 // single-device replies (user_id, workspace_id).

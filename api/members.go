@@ -27,14 +27,7 @@ func (s *Server) listMembers(ctx *fasthttp.RequestCtx, p *principal) error {
 		if err != nil {
 			return b, err
 		}
-		b = append(b, `{"items":[`...)
-		for i := range page.Items {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendMember(b, &page.Items[i])
-		}
-		return appendNext(b, page.Next), nil
+		return appendPage(b, &page, appendMember), nil
 	})
 }
 

@@ -26,9 +26,9 @@ const (
 var qdNow = time.Date(2026, 12, 1, 20, 5, 0, 0, time.UTC)
 
 // mustQuickDeskEnv is a real Redis (or, with o.inMemory, the fake store)
-// and fleetd whose secret list holds
-// QuickDesk's shared secret after another one (a rotation) and a whsec_
-// signing key (which must never verify a QuickDesk delivery).
+// and fleetd whose secret list holds QuickDesk's shared secret after
+// another one (a rotation) and a whsec_ signing key (which must never
+// verify a QuickDesk delivery).
 func mustQuickDeskEnv(tb testing.TB, o envOptions) *env {
 	tb.Helper()
 	if o.now.IsZero() {

@@ -32,22 +32,19 @@ func (s *Server) listSessions(ctx *fasthttp.RequestCtx, p *principal) error {
 		if err != nil {
 			return b, err
 		}
-		b = append(b, `{"items":[`...)
-		for i := range page.Items {
-			it := &page.Items[i]
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `{"device_id":`...)
-			b = appendString(b, it.DeviceID)
-			b = append(b, `,"status":`...)
-			b = appendString(b, it.Status)
-			b = append(b, `,"duration_sec":`...)
-			b = strconv.AppendInt(b, it.DurationSec, 10)
-			b = append(b, `,"at":`...)
-			b = appendTime(b, it.At)
-			b = append(b, '}')
-		}
-		return appendNext(b, page.Next), nil
+		return appendPage(b, &page, appendSession), nil
 	})
+}
+
+// appendSession appends a session object of a listing.
+func appendSession(b []byte, it *fleet.Session) []byte {
+	b = append(b, `{"device_id":`...)
+	b = appendString(b, it.DeviceID)
+	b = append(b, `,"status":`...)
+	b = appendString(b, it.Status)
+	b = append(b, `,"duration_sec":`...)
+	b = strconv.AppendInt(b, it.DurationSec, 10)
+	b = append(b, `,"at":`...)
+	b = appendTime(b, it.At)
+	return append(b, '}')
 }

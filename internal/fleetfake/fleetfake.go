@@ -15,7 +15,6 @@ package fleetfake
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
 	"encoding/hex"
 	"slices"
 	"strconv"
@@ -130,23 +129,16 @@ func errNotFound(id string) error { return fleet.Errorf(fleet.ENOTFOUND, "device
 
 var errCursor = fleet.Errorf(fleet.EINVALID, "cursor is malformed: pass next_cursor of the previous page unchanged")
 
-func encodeCursor(parts ...string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(parts, "\x00")))
-}
+// The fake's cursors are the hex of the last item's sort key (a session's
+// is its at, "/", its id): its own format, which only it reads.
+func encodeCursor(key string) string { return hex.EncodeToString([]byte(key)) }
 
-func decodeCursor(c string, n int) ([]string, error) {
-	if c == "" {
-		return make([]string, n), nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(c)
+func decodeCursor(c string) (string, error) {
+	b, err := hex.DecodeString(c)
 	if err != nil {
-		return nil, errCursor
+		return "", errCursor
 	}
-	parts := strings.Split(string(b), "\x00")
-	if len(parts) != n {
-		return nil, errCursor
-	}
-	return parts, nil
+	return string(b), nil
 }
 
 // page cuts items (sorted, all after the cursor) to limit and names the
@@ -161,7 +153,7 @@ func page[T any](items []T, limit int, last func(T) string) fleet.Page[T] {
 // ListDevices implements fleet.Reader: by id, the os filter compared
 // without regard to ASCII case.
 func (s *Store) ListDevices(_ context.Context, ws string, f fleet.DeviceFilter, cursor string, limit int) (fleet.Page[fleet.Device], error) {
-	cur, err := decodeCursor(cursor, 1)
+	after, err := decodeCursor(cursor)
 	if err != nil {
 		return fleet.Page[fleet.Device]{}, err
 	}
@@ -171,7 +163,7 @@ func (s *Store) ListDevices(_ context.Context, ws string, f fleet.DeviceFilter, 
 	var items []fleet.Device
 	for id := range st.Devices {
 		d, ok := s.device(&st, ws, id)
-		if !ok || id <= cur[0] && cur[0] != "" ||
+		if !ok || cursor != "" && id <= after ||
 			f.Online != nil && d.Online != *f.Online ||
 			f.OS != "" && !strings.EqualFold(d.OS, f.OS) {
 			continue
@@ -224,13 +216,14 @@ func (s *Store) RotateDeviceSecret(_ context.Context, ws, id string, _ []byte, a
 
 // ListSessions implements fleet.Reader: newest At first, then by id.
 func (s *Store) ListSessions(_ context.Context, ws string, f fleet.SessionFilter, cursor string, limit int) (fleet.Page[fleet.Session], error) {
-	cur, err := decodeCursor(cursor, 2)
+	key, err := decodeCursor(cursor)
 	if err != nil {
 		return fleet.Page[fleet.Session]{}, err
 	}
-	var after int64
-	if cur[0] != "" {
-		if after, err = strconv.ParseInt(cur[0], 10, 64); err != nil {
+	var afterAt int64
+	at, afterID, _ := strings.Cut(key, "/")
+	if cursor != "" {
+		if afterAt, err = strconv.ParseInt(at, 10, 64); err != nil {
 			return fleet.Page[fleet.Session]{}, errCursor
 		}
 	}
@@ -242,7 +235,7 @@ func (s *Store) ListSessions(_ context.Context, ws string, f fleet.SessionFilter
 		if x.Workspace != ws || f.DeviceID != "" && x.Device != f.DeviceID || f.Status != "" && x.Status != f.Status {
 			continue
 		}
-		if cursor != "" && (x.At > after || x.At == after && x.ID <= cur[1]) {
+		if cursor != "" && (x.At > afterAt || x.At == afterAt && x.ID <= afterID) {
 			continue
 		}
 		items = append(items, fleet.Session{ID: x.ID, DeviceID: x.Device, Status: x.Status, DurationSec: x.DurationSec, At: time.UnixMilli(x.At).UTC()})
@@ -251,7 +244,7 @@ func (s *Store) ListSessions(_ context.Context, ws string, f fleet.SessionFilter
 		return cmp.Or(b.At.Compare(a.At), cmp.Compare(a.ID, b.ID))
 	})
 	return page(items, limit, func(x fleet.Session) string {
-		return encodeCursor(strconv.FormatInt(x.At.UnixMilli(), 10), x.ID)
+		return encodeCursor(strconv.FormatInt(x.At.UnixMilli(), 10) + "/" + x.ID)
 	}), nil
 }
 
@@ -265,7 +258,7 @@ func (s *Store) Usage(_ context.Context, ws string, from, to time.Time) (fleet.U
 
 // ListMembers implements fleet.Reader: by email.
 func (s *Store) ListMembers(_ context.Context, ws string, cursor string, limit int) (fleet.Page[fleet.Member], error) {
-	cur, err := decodeCursor(cursor, 1)
+	after, err := decodeCursor(cursor)
 	if err != nil {
 		return fleet.Page[fleet.Member]{}, err
 	}
@@ -273,7 +266,7 @@ func (s *Store) ListMembers(_ context.Context, ws string, cursor string, limit i
 	defer s.mu.Unlock()
 	var items []fleet.Member
 	for email, m := range s.members[ws] {
-		if cursor == "" || email > cur[0] {
+		if cursor == "" || email > after {
 			items = append(items, m)
 		}
 	}
