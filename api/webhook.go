@@ -70,7 +70,7 @@ func (s *Server) commit(events []fleet.Event, results []fleet.Result) error {
 	cctx, cancel := context.WithTimeout(context.Background(), s.cfg.IngestTimeout)
 	err := s.cfg.Ingest.Submit(cctx, events, results)
 	cancel()
-	if fleet.ErrorCode(err) == fleet.EINTERNAL {
+	if err != nil && fleet.ErrorCode(err) == fleet.EINTERNAL {
 		s.log.Error("webhook commit failed", "err", err)
 		return errNotCommitted
 	}
