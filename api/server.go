@@ -133,26 +133,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Limits != nil {
 		s.bodies.gauge = cfg.Limits.BodyBytes
 	}
-	secrets, signing, err := WebhookKeys(cfg.WebhookSecrets)
-	if err != nil {
+	if err := s.setWebhookAuth(); err != nil {
 		return nil, err
-	}
-	for _, sec := range secrets {
-		s.secrets = append(s.secrets, []byte(sec))
-	}
-	s.signing = signing
-	switch cfg.WebhookAuth {
-	case "":
-		s.cfg.WebhookAuth = AuthSecret
-	case AuthSecret, AuthSignature, AuthAny:
-	default:
-		return nil, fmt.Errorf("webhook auth must be secret, signature or any, not %q", cfg.WebhookAuth)
-	}
-	if s.cfg.WebhookAuth != AuthSecret && len(signing) == 0 {
-		return nil, fmt.Errorf("webhook auth %q needs a whsec_ signing key in the secret list", s.cfg.WebhookAuth)
-	}
-	if s.cfg.WebhookAuth != AuthSignature && len(s.secrets) == 0 {
-		return nil, fmt.Errorf("webhook auth %q needs a shared secret (an entry without whsec_) in the secret list", s.cfg.WebhookAuth)
 	}
 	if cfg.AuthFailBurst > 0 {
 		if cfg.AuthFailRefill <= 0 {
@@ -168,6 +150,33 @@ func New(cfg Config) (*Server, error) {
 	s.headerAuth = s.headerAuthModes()
 	s.handler = s.gate(s.router().Handler)
 	return s, nil
+}
+
+// setWebhookAuth splits the configured secret list into shared secrets and
+// signing keys and checks that the webhook auth mode has what it needs.
+func (s *Server) setWebhookAuth() error {
+	secrets, signing, err := WebhookKeys(s.cfg.WebhookSecrets)
+	if err != nil {
+		return err
+	}
+	for _, sec := range secrets {
+		s.secrets = append(s.secrets, []byte(sec))
+	}
+	s.signing = signing
+	switch s.cfg.WebhookAuth {
+	case "":
+		s.cfg.WebhookAuth = AuthSecret
+	case AuthSecret, AuthSignature, AuthAny:
+	default:
+		return fmt.Errorf("webhook auth must be secret, signature or any, not %q", s.cfg.WebhookAuth)
+	}
+	if s.cfg.WebhookAuth != AuthSecret && len(signing) == 0 {
+		return fmt.Errorf("webhook auth %q needs a whsec_ signing key in the secret list", s.cfg.WebhookAuth)
+	}
+	if s.cfg.WebhookAuth != AuthSignature && len(s.secrets) == 0 {
+		return fmt.Errorf("webhook auth %q needs a shared secret (an entry without whsec_) in the secret list", s.cfg.WebhookAuth)
+	}
+	return nil
 }
 
 // Handler returns the fasthttp handler of every route.
