@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
@@ -142,6 +143,20 @@ func (s *Server) read(ctx *fasthttp.RequestCtx, key readKey, fn func(b []byte) (
 		g.run(key, sl, f, fn)
 		return answer(ctx, f)
 	}
+}
+
+// readPage answers ctx with one page of a listing, read by list (within
+// the store timeout) and coalesced under key, each item as item appends it.
+func readPage[T any](s *Server, ctx *fasthttp.RequestCtx, key readKey, item func([]byte, *T) []byte, list func(context.Context) (fleet.Page[T], error)) error {
+	return s.read(ctx, key, func(b []byte) ([]byte, error) {
+		c, cancel := storeContext()
+		page, err := list(c)
+		cancel()
+		if err != nil {
+			return b, err
+		}
+		return appendPage(b, &page, item), nil
+	})
 }
 
 // run makes the call of f, which is sl.running, and hands the slot to the

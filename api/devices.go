@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -46,14 +47,8 @@ func (s *Server) listDevices(ctx *fasthttp.RequestCtx, p *principal) error {
 	}
 	ws := p.workspace
 	key := readKey{kind: readDevices, ws: ws, cursor: cursor, os: f.OS, limit: limit, online: onlineFilter(f.Online)}
-	return s.read(ctx, key, func(b []byte) ([]byte, error) {
-		c, cancel := storeContext()
-		page, err := s.cfg.Reader.ListDevices(c, ws, f, cursor, limit)
-		cancel()
-		if err != nil {
-			return b, err
-		}
-		return appendPage(b, &page, appendListedDevice), nil
+	return readPage(s, ctx, key, appendListedDevice, func(c context.Context) (fleet.Page[fleet.Device], error) {
+		return s.cfg.Reader.ListDevices(c, ws, f, cursor, limit)
 	})
 }
 

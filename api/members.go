@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/mail"
 	"strings"
@@ -20,14 +21,9 @@ func (s *Server) listMembers(ctx *fasthttp.RequestCtx, p *principal) error {
 		return err
 	}
 	ws := p.workspace
-	return s.read(ctx, readKey{kind: readMembers, ws: ws, cursor: cursor, limit: limit}, func(b []byte) ([]byte, error) {
-		c, cancel := storeContext()
-		page, err := s.cfg.Reader.ListMembers(c, ws, cursor, limit)
-		cancel()
-		if err != nil {
-			return b, err
-		}
-		return appendPage(b, &page, appendMember), nil
+	key := readKey{kind: readMembers, ws: ws, cursor: cursor, limit: limit}
+	return readPage(s, ctx, key, appendMember, func(c context.Context) (fleet.Page[fleet.Member], error) {
+		return s.cfg.Reader.ListMembers(c, ws, cursor, limit)
 	})
 }
 

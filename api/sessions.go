@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"strconv"
 
 	"github.com/fleetd/fleetd/fleet"
@@ -25,14 +26,8 @@ func (s *Server) listSessions(ctx *fasthttp.RequestCtx, p *principal) error {
 	}
 	ws := p.workspace
 	key := readKey{kind: readSessions, ws: ws, cursor: cursor, device: f.DeviceID, status: f.Status, limit: limit}
-	return s.read(ctx, key, func(b []byte) ([]byte, error) {
-		c, cancel := storeContext()
-		page, err := s.cfg.Reader.ListSessions(c, ws, f, cursor, limit)
-		cancel()
-		if err != nil {
-			return b, err
-		}
-		return appendPage(b, &page, appendSession), nil
+	return readPage(s, ctx, key, appendSession, func(c context.Context) (fleet.Page[fleet.Session], error) {
+		return s.cfg.Reader.ListSessions(c, ws, f, cursor, limit)
 	})
 }
 
