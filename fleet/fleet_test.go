@@ -61,13 +61,7 @@ func TestParseEventType(t *testing.T) {
 		"Device.Registered":     EventUnknown,
 		"session.ended ":        EventUnknown,
 	}
-	for in, want := range tests {
-		t.Run(fmt.Sprintf("%q", in), func(t *testing.T) {
-			if got := ParseEventType([]byte(in)); got != want {
-				t.Fatalf("ParseEventType(%q) = %v, want %v", in, got, want)
-			}
-		})
-	}
+	checkTable(t, "ParseEventType", func(in string) EventType { return ParseEventType([]byte(in)) }, tests)
 }
 
 // TestEventTypeNames: String and ParseEventType agree on every type of
@@ -121,13 +115,7 @@ func TestStatusLabel(t *testing.T) {
 		"abandoned":    StatusOther,
 		"made-up-text": StatusOther,
 	}
-	for in, want := range tests {
-		t.Run(fmt.Sprintf("%q", in), func(t *testing.T) {
-			if got := StatusLabel(in); got != want {
-				t.Fatalf("StatusLabel(%q) = %q, want %q", in, got, want)
-			}
-		})
-	}
+	checkTable(t, "StatusLabel", StatusLabel, tests)
 	// Every label folds to itself: the label set is closed.
 	for _, l := range StatusLabels {
 		if got := StatusLabel(l); got != l {
@@ -176,5 +164,18 @@ func TestErrors(t *testing.T) {
 	var e *Error
 	if !errors.As(fmt.Errorf("wrap: %w", notFound), &e) || e != notFound {
 		t.Error("errors.As does not find the *Error through a wrap")
+	}
+}
+
+// checkTable runs f, named name, over a table of inputs and the outputs
+// wanted, a subtest each.
+func checkTable[T comparable](t *testing.T, name string, f func(string) T, tests map[string]T) {
+	t.Helper()
+	for in, want := range tests {
+		t.Run(fmt.Sprintf("%q", in), func(t *testing.T) {
+			if got := f(in); got != want {
+				t.Fatalf("%s(%q) = %v, want %v", name, in, got, want)
+			}
+		})
 	}
 }
