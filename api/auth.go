@@ -3,12 +3,14 @@ package api
 import (
 	"context"
 	"crypto/sha256"
-	"sync"
+	"encoding/binary"
 	"sync/atomic"
 	"time"
 
 	"github.com/fleetd/fleetd/fleet"
+	"github.com/fleetd/fleetd/internal/boundedmap"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/singleflight"
 )
 
 // Limits of API key resolution.
@@ -38,10 +40,6 @@ const (
 	storeTimeout = 2 * time.Second
 )
 
-// principalKey is the user value under which s.api leaves the caller's
-// *principal for the handlers.
-const principalKey = "fleetd.principal"
-
 // principal is who a request acts as: a resolved, unrevoked API key. It is
 // immutable once built, so handlers may read it without locks.
 type principal struct {
@@ -61,37 +59,32 @@ type keyEntry struct {
 	touched atomic.Int64
 }
 
-// keyFlight is one store lookup that concurrent requests with the same key
-// wait for, so an expiring entry costs one store read, not one per request.
-type keyFlight struct {
-	done chan struct{}
-	e    *keyEntry
-	err  error
-}
-
-type keyShard struct {
-	mu      sync.Mutex
-	m       map[[sha256.Size]byte]*keyEntry
-	flights map[[sha256.Size]byte]*keyFlight
-}
-
 // keyCache trusts a resolved API key for ttl without asking the store again.
 // The TTL is the bound on how long a revoked key keeps working on a replica
-// (SPEC §2 asks for 5 s; the default is 2 s). Safe for concurrent use.
+// (SPEC §2 asks for 5 s; the default is 2 s). Unknown keys are cached too,
+// and they are the entries a full shard drops first: a flood of made-up
+// keys evicts its own entries rather than those of valid keys, which the
+// throttle relies on to recognise them (see authenticate). Concurrent
+// lookups of one key share one store read, so an expiring entry costs one
+// read, not one per request. Safe for concurrent use.
 type keyCache struct {
-	ttl      time.Duration
-	perShard int
-	shards   [keyCacheShards]keyShard
-	touches  chan struct{}
+	ttl     time.Duration
+	entries *boundedmap.Map[[sha256.Size]byte, *keyEntry]
+	flights singleflight.Group
+	touches chan struct{}
 }
 
 func newKeyCache(ttl time.Duration) *keyCache {
-	c := &keyCache{ttl: ttl, perShard: keyCacheSize / keyCacheShards, touches: make(chan struct{}, maxTouches)}
-	for i := range c.shards {
-		c.shards[i].m = make(map[[sha256.Size]byte]*keyEntry)
-		c.shards[i].flights = make(map[[sha256.Size]byte]*keyFlight)
+	return &keyCache{
+		ttl: ttl,
+		entries: boundedmap.New(boundedmap.Config[[sha256.Size]byte, *keyEntry]{
+			Capacity: keyCacheSize, Shards: keyCacheShards,
+			// The key is a SHA-256 already: any 8 of its bytes are uniform.
+			Hash:       func(h [sha256.Size]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) },
+			Expendable: func(e *keyEntry) bool { return e.p == nil },
+		}),
+		touches: make(chan struct{}, maxTouches),
 	}
-	return c
 }
 
 // cached returns the cached entry of hash, fresh or not, and whether it is
@@ -100,10 +93,7 @@ func newKeyCache(ttl time.Duration) *keyCache {
 // uses: a key found valid then may be looked up again even from a
 // throttled client.
 func (c *keyCache) cached(hash [sha256.Size]byte) (e *keyEntry, fresh bool) {
-	sh := &c.shards[hash[0]%keyCacheShards]
-	sh.mu.Lock()
-	e = sh.m[hash]
-	sh.mu.Unlock()
+	e, _ = c.entries.Get(hash)
 	return e, e != nil && time.Now().Before(e.expires)
 }
 
@@ -113,44 +103,44 @@ type keyFinder interface {
 	KeyByHash(ctx context.Context, keyHash []byte) (fleet.APIKey, error)
 }
 
+// errLookupUnfinished answers the requests that waited on a lookup that
+// panicked; the request that ran it gets the panic.
+var errLookupUnfinished = fleet.Errorf(fleet.EINTERNAL, "api key lookup did not finish")
+
 // resolve returns the entry of hash, asking the store when there is no
 // fresh one. Lookups that fail with anything but ENOTFOUND are not cached:
 // an unreachable store must not turn into a cached refusal.
 func (c *keyCache) resolve(hash [sha256.Size]byte, store keyFinder) (*keyEntry, error) {
-	sh := &c.shards[hash[0]%keyCacheShards]
-	now := time.Now()
-	sh.mu.Lock()
-	old := sh.m[hash]
-	if old != nil && now.Before(old.expires) {
-		sh.mu.Unlock()
+	if e, fresh := c.cached(hash); fresh {
+		return e, nil
+	}
+	var panicked any
+	v, err, _ := c.flights.Do(string(hash[:]), func() (v any, err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				panicked, v, err = p, (*keyEntry)(nil), errLookupUnfinished
+			}
+		}()
+		return c.load(hash, store)
+	})
+	if panicked != nil {
+		panic(panicked)
+	}
+	e, _ := v.(*keyEntry)
+	return e, err
+}
+
+// load asks the store about hash and caches the answer; it runs once for
+// all the requests of one flight.
+func (c *keyCache) load(hash [sha256.Size]byte, store keyFinder) (*keyEntry, error) {
+	old, fresh := c.cached(hash)
+	if fresh {
+		// Loaded by a flight that ended after this request looked.
 		return old, nil
 	}
-	if f := sh.flights[hash]; f != nil {
-		sh.mu.Unlock()
-		<-f.done
-		return f.e, f.err
-	}
-	f := &keyFlight{done: make(chan struct{}), err: fleet.Errorf(fleet.EINTERNAL, "api key lookup did not finish")}
-	sh.flights[hash] = f
-	sh.mu.Unlock()
-	// Even a panicking lookup must release the requests waiting on it.
-	defer func() {
-		sh.mu.Lock()
-		delete(sh.flights, hash)
-		if f.e != nil {
-			if old == nil && len(sh.m) >= c.perShard {
-				sh.evict()
-			}
-			sh.m[hash] = f.e
-		}
-		sh.mu.Unlock()
-		close(f.done)
-	}()
-
-	h := hash
 	lctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	k, err := store.KeyByHash(lctx, h[:])
+	k, err := store.KeyByHash(lctx, hash[:])
 	var e *keyEntry
 	switch {
 	case err == nil:
@@ -159,36 +149,15 @@ func (c *keyCache) resolve(hash [sha256.Size]byte, store keyFinder) (*keyEntry, 
 			e.p = &principal{keyID: k.ID, workspace: k.Workspace, readOnly: k.ReadOnly}
 		}
 	case fleet.ErrorCode(err) == fleet.ENOTFOUND:
-		e, err = &keyEntry{expires: time.Now().Add(c.ttl)}, nil
+		e = &keyEntry{expires: time.Now().Add(c.ttl)}
+	default:
+		return nil, err
 	}
-	if e != nil && old != nil {
+	if old != nil {
 		e.touched.Store(old.touched.Load())
 	}
-	f.e, f.err = e, err
-	return e, err
-}
-
-// evict drops the entry of an unknown or revoked key among the first few
-// looked at, or else the first one. Map iteration starts at a random place,
-// so this is random eviction: cheap, and a flood of unknown keys evicts its
-// own entries rather than those of valid keys, which the throttle relies on
-// to recognise them (see authenticate).
-func (sh *keyShard) evict() {
-	var first [sha256.Size]byte
-	n := 0
-	for h, e := range sh.m {
-		if e.p == nil {
-			delete(sh.m, h)
-			return
-		}
-		if n == 0 {
-			first = h
-		}
-		if n++; n == 8 {
-			break
-		}
-	}
-	delete(sh.m, first)
+	c.entries.Put(hash, e)
+	return e, nil
 }
 
 // validKeySyntax reports whether k looks like an API key: the prefix and at
@@ -205,56 +174,18 @@ func validKeySyntax(k []byte) bool {
 	return true
 }
 
-// api wraps a REST handler: shutdown refusal, API key authentication (when
-// auth is set) and the request metrics labelled with the route template.
-func (s *Server) api(route string, auth bool, h fasthttp.RequestHandler) fasthttp.RequestHandler {
-	return func(ctx *fasthttp.RequestCtx) {
-		start := time.Now()
-		if m := s.cfg.API; m != nil {
-			// A panic is answered by the router's PanicHandler after this
-			// frame is gone; count it here as the 500 it becomes.
-			defer func() {
-				if v := recover(); v != nil {
-					m.Observe(route, fasthttp.StatusInternalServerError, time.Since(start).Seconds())
-					panic(v)
-				}
-			}()
-		}
-		status := s.serveAPI(ctx, auth, h)
-		if m := s.cfg.API; m != nil {
-			m.Observe(route, status, time.Since(start).Seconds())
-		}
-	}
-}
+// Answers of authenticate.
+var (
+	errNoKey        = fleet.Errorf(fleet.EUNAUTHORIZED, "missing x-api-key header")
+	errMalformedKey = fleet.Errorf(fleet.EUNAUTHORIZED, "malformed API key: expected sk_live_ followed by at least 32 letters or digits")
+	errUnknownKey   = fleet.Errorf(fleet.EUNAUTHORIZED, "unknown or revoked API key")
+	errKeyUnchecked = fleet.Errorf(fleet.EUNAVAILABLE, "the API key could not be checked, retry later")
+	errReadOnlyKey  = fleet.Errorf(fleet.EFORBIDDEN, "this API key is read-only")
+)
 
-func (s *Server) serveAPI(ctx *fasthttp.RequestCtx, auth bool, h fasthttp.RequestHandler) int {
-	if s.draining.Load() {
-		ctx.SetConnectionClose()
-		return writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "fleetd is shutting down, retry later")
-	}
-	if auth {
-		p, status := s.authenticate(ctx)
-		if p == nil {
-			return status
-		}
-		if p.readOnly && ctx.IsPost() {
-			return writeErrorBody(ctx, fasthttp.StatusForbidden, "forbidden", "this API key is read-only")
-		}
-		ctx.SetUserValue(principalKey, p)
-	}
-	// Only now, with the key resolved, is a body worth reading.
-	held, status := s.readBody(ctx)
-	if status != 0 {
-		return status
-	}
-	defer s.releaseBody(ctx, held)
-	h(ctx)
-	return ctx.Response.StatusCode()
-}
-
-// authenticate resolves x-api-key to a principal, or answers the request
-// and returns its status. The key itself is never logged nor kept: only its
-// SHA-256 leaves this function.
+// authenticate resolves x-api-key to a principal, or returns the error to
+// answer with. The key itself is never logged nor kept: only its SHA-256
+// leaves this function.
 //
 // A key cached as good is let through before anything else. A client that
 // has used up its failed authentications (the server's authThrottle) gets
@@ -265,7 +196,7 @@ func (s *Server) serveAPI(ctx *fasthttp.RequestCtx, auth bool, h fasthttp.Reques
 // cache TTL), and any other well-formed key is looked up while the client's
 // lookup allowance lasts. A key that was looked up is answered by what the
 // lookup found (200, or 401), never 429.
-func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, error) {
 	raw := ctx.Request.Header.Peek("x-api-key")
 	wellFormed := validKeySyntax(raw)
 	var hash [sha256.Size]byte
@@ -275,7 +206,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
 		e, fresh := s.keys.cached(hash)
 		if fresh && e.p != nil {
 			s.touch(e)
-			return e.p, 0
+			return e.p, nil
 		}
 		if e != nil && (fresh || e.p != nil) {
 			known = e
@@ -293,17 +224,17 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
 					m.ThrottledLookups.Inc()
 				}
 			default:
-				return nil, s.refuseThrottled(ctx, wait)
+				return nil, s.throttledError(wait)
 			}
 		}
 	}
 	switch {
 	case len(raw) == 0:
 		s.throttle.Fail(src)
-		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "missing x-api-key header")
+		return nil, errNoKey
 	case !wellFormed:
 		s.throttle.Fail(src)
-		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "malformed API key: expected sk_live_ followed by at least 32 letters or digits")
+		return nil, errMalformedKey
 	}
 	e, err := s.keys.resolve(hash, s.cfg.Keys)
 	if err != nil {
@@ -311,16 +242,16 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*principal, int) {
 			// Not the client's fault, and a retry may well succeed: the
 			// same answer as an unreachable store, never a 401.
 			s.log.Error("api key lookup failed", "err", err)
-			return nil, writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the API key could not be checked, retry later")
+			return nil, errKeyUnchecked
 		}
-		return nil, s.writeError(ctx, err)
+		return nil, err
 	}
 	if e.p == nil {
 		s.throttle.Fail(src)
-		return nil, writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "unknown or revoked API key")
+		return nil, errUnknownKey
 	}
 	s.touch(e)
-	return e.p, 0
+	return e.p, nil
 }
 
 // touch records the key's last use at most once per touchEvery, in the
@@ -346,10 +277,4 @@ func (s *Server) touch(e *keyEntry) {
 			s.log.Debug("recording api key use failed", "key_id", id, "err", err)
 		}
 	}()
-}
-
-// principalOf returns the principal that s.api authenticated.
-func principalOf(ctx *fasthttp.RequestCtx) *principal {
-	p, _ := ctx.UserValue(principalKey).(*principal)
-	return p
 }

@@ -14,7 +14,7 @@ import (
 )
 
 func TestAuth(t *testing.T) {
-	e := MustEnv(t, envOptions{})
+	e := MustEnv(t, envOptions{inMemory: true})
 	rw, _ := e.MustKey(t, "acme", false)
 	ro, _ := e.MustKey(t, "acme", true)
 	revoked, revokedID := e.MustKey(t, "acme", false)
@@ -74,7 +74,7 @@ func TestAuth(t *testing.T) {
 // this replica has not looked up yet; TestThrottleKeepsValidKeys covers
 // the allowance.
 func TestAuthThrottle(t *testing.T) {
-	e := MustEnv(t, envOptions{authFailBurst: 3})
+	e := MustEnv(t, envOptions{inMemory: true, authFailBurst: 3})
 	good, _ := e.MustKey(t, "acme", true)
 	uncached, _ := e.MustKey(t, "acme", true)
 	if r := e.Get(t, routeDevices, routeDevices, good); r.Status != 200 {
@@ -101,7 +101,7 @@ func TestAuthThrottle(t *testing.T) {
 // cache TTL of its revocation, without any restart.
 func TestRevokedKeyRefusedWithinTTL(t *testing.T) {
 	const ttl = 300 * time.Millisecond
-	e := MustEnv(t, envOptions{keyTTL: ttl})
+	e := MustEnv(t, envOptions{inMemory: true, keyTTL: ttl})
 	key, id := e.MustKey(t, "acme", false)
 	if r := e.Get(t, routeDevices, routeDevices, key); r.Status != 200 {
 		t.Fatalf("%d %s", r.Status, r.Body)
@@ -130,7 +130,7 @@ func TestRevokedKeyRefusedWithinTTL(t *testing.T) {
 // TestKeyLastUsed: a use records last_used_at, a second use within the
 // minute does not write again.
 func TestKeyLastUsed(t *testing.T) {
-	e := MustEnv(t, envOptions{now: t0})
+	e := MustEnv(t, envOptions{inMemory: true, now: t0})
 	key, _ := e.MustKey(t, "acme", true)
 	lastUsed := func() time.Time {
 		t.Helper()
@@ -192,10 +192,7 @@ func TestKeyCache(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		n := 0
-		for i := range c.shards {
-			n += len(c.shards[i].m)
-		}
+		n := c.entries.Len()
 		if n > keyCacheSize || n < keyCacheSize/2 {
 			t.Fatalf("%d entries for a bound of %d", n, keyCacheSize)
 		}

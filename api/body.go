@@ -8,20 +8,20 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/metrics"
 	"github.com/valyala/fasthttp"
 )
 
-// Request bodies are read by fleetd's handlers, not by fasthttp, so that a
-// request is refused from its headers before its body costs anything:
+// Request bodies are read by fleetd's request pipeline (routes.go), not by
+// fasthttp, so that a request is refused from its headers before its body
+// costs anything. A route reads its body only once its auth mode admits it:
 //
-//   - The webhook reads its body only once the headers authenticate it: a
-//     right x-webhook-secret, or plausible Standard Webhooks headers (the
-//     signature itself is then verified over the body).
-//   - The REST API reads a body only once the API key has resolved.
-//   - POST /backend/webhook/quickdesk gets its body read here, before its
-//     handler, only with a well-formed X-Webhook-Signature; its handler
-//     verifies the HMAC.
+//   - The webhook: a right x-webhook-secret, or plausible Standard Webhooks
+//     headers (the signature itself is then verified over the body).
+//   - POST /backend/webhook/quickdesk: a well-formed X-Webhook-Signature
+//     (its handler verifies the HMAC over the body).
+//   - The REST API: an API key that has resolved.
 //   - Every other route takes no body: it is never read.
 //
 // A request answered without reading the body it sent has its connection
@@ -31,12 +31,10 @@ import (
 // past it a request is answered 503 with Retry-After before its body is
 // read.
 
-// Paths whose handlers read their body themselves (after authentication),
-// or whose body the gate reads once the headers are plausible.
+// The paths of the webhooks.
 const (
 	webhookPath   = "/backend/webhook"
 	quickdeskPath = "/backend/webhook/quickdesk"
-	apiPrefix     = "/api/v1/"
 )
 
 // bodyReadKey is the user value readBody sets once the body is read.
@@ -61,67 +59,53 @@ func (s *Server) StreamBodies(hs *fasthttp.Server) {
 
 // expect decides a request with "Expect: 100-continue" from its headers:
 // a body over MaxBodyBytes (413), a webhook whose headers do not
-// authenticate it (401, or 429 while throttled), a QuickDesk delivery
-// without a well-formed signature (401) are answered at once, with the
-// JSON error body and the connection closed; anything else is told to
-// continue and goes through the handler. It returns the status.
+// authenticate it (401, or 429 while throttled) are answered at once, with
+// the JSON error body and the connection closed; anything else is told to
+// continue and goes through the pipeline. It returns the status.
 func (s *Server) expect(ctx *fasthttp.RequestCtx) int {
 	if ctx.Request.Header.ContentLength() > s.cfg.MaxBodyBytes {
-		return s.refuseBody(ctx, metrics.BodyTooLarge)
+		return s.writeError(ctx, s.refuseBody(ctx, metrics.BodyTooLarge))
 	}
 	if !ctx.IsPost() {
 		return fasthttp.StatusContinue
 	}
-	switch string(ctx.Path()) {
-	case webhookPath:
-		h := &ctx.Request.Header
-		if msg := s.webhookHeaderAuth(h, s.usesSignature(h)); msg != "" {
-			code := s.refuseWebhook(ctx, msg)
-			if w := s.cfg.Webhook; w != nil {
-				w.Request(code)
-			}
-			return code
+	mode, ok := s.headerAuth[string(ctx.Path())]
+	if !ok {
+		return fasthttp.StatusContinue
+	}
+	if _, err := s.admit(ctx, mode); err != nil {
+		code := s.writeError(ctx, err)
+		if w := s.cfg.Webhook; w != nil {
+			w.Request(code)
 		}
-	case quickdeskPath:
-		if !quickdeskSignatureWellFormed(ctx.Request.Header.Peek("X-Webhook-Signature")) {
-			return writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", "missing or malformed X-Webhook-Signature (want sha256=<hex HMAC-SHA256 of the body>)")
-		}
+		return code
 	}
 	return fasthttp.StatusContinue
 }
 
-// gate wraps the router: it decides, per route, whether and when a
-// streamed body is read (see the comment at the top of this file).
+// gate wraps the router: a request whose streamed body no route read has
+// its connection closed, since the unread bytes must not be parsed as a
+// next request (see the comment at the top of this file).
 func (s *Server) gate(next fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
-		if ctx.RequestBodyStream() == nil {
-			// Read by fasthttp already (a server without StreamBodies), or
-			// a request without a body.
-			next(ctx)
-			return
-		}
-		path := ctx.Path()
-		switch {
-		case string(path) == webhookPath || bytes.HasPrefix(path, []byte(apiPrefix)):
-			// Their handlers read the body once authenticated.
-		case string(path) == quickdeskPath && ctx.IsPost() && quickdeskSignatureWellFormed(ctx.Request.Header.Peek("X-Webhook-Signature")):
-			held, status := s.readBody(ctx)
-			if status != 0 {
-				return
-			}
-			defer s.releaseBody(ctx, held)
-		default:
-			// No handler may read the stream (a net/http handler behind
-			// fasthttpadaptor, for one, would buffer it whole).
-			ctx.Request.SetBodyRaw(nil)
-		}
+		// Without a stream, the body was read by fasthttp already (a server
+		// without StreamBodies), or there is none.
+		streamed := ctx.RequestBodyStream() != nil
 		next(ctx)
-		if ctx.UserValue(bodyReadKey) == nil && ctx.Request.Header.ContentLength() != 0 {
+		if streamed && ctx.UserValue(bodyReadKey) == nil && ctx.Request.Header.ContentLength() != 0 {
 			ctx.SetConnectionClose()
 			if m := s.cfg.Limits; m != nil {
 				m.BodyRefused(metrics.BodyUnread).Inc()
 			}
 		}
+	}
+}
+
+// dropBody makes sure a route that takes no body cannot read its stream (a
+// net/http handler behind fasthttpadaptor, for one, would buffer it whole).
+func (s *Server) dropBody(ctx *fasthttp.RequestCtx) {
+	if ctx.RequestBodyStream() != nil {
+		ctx.Request.SetBodyRaw(nil)
 	}
 }
 
@@ -152,22 +136,22 @@ type heldBody struct {
 
 // readBody reads the request body, when the server streams bodies, into a
 // pooled buffer that ctx.PostBody then returns; without streaming the body
-// is fasthttp's already. On failure it has answered the request, with the
-// connection closed, and returns the status: 413 over MaxBodyBytes (from
-// Content-Length when given), 503 + Retry-After when MaxInflightBodyBytes
-// of bodies are held already, 400 when the body cannot be read. Call
+// is fasthttp's already. On failure it has closed the connection and
+// returns the error to answer: ETOOLARGE over MaxBodyBytes (from
+// Content-Length when given), EUNAVAILABLE when MaxInflightBodyBytes of
+// bodies are held already, EINVALID when the body cannot be read. Call
 // releaseBody with what it returns once the body is no longer used.
-func (s *Server) readBody(ctx *fasthttp.RequestCtx) (heldBody, int) {
+func (s *Server) readBody(ctx *fasthttp.RequestCtx) (heldBody, error) {
 	stream := ctx.RequestBodyStream()
 	if stream == nil {
-		return heldBody{}, 0
+		return heldBody{}, nil
 	}
 	ctx.SetUserValue(bodyReadKey, true)
 	n := ctx.Request.Header.ContentLength()
 	switch {
 	case n == 0:
 		ctx.Request.SetBodyRaw(nil)
-		return heldBody{}, 0
+		return heldBody{}, nil
 	case n > s.cfg.MaxBodyBytes:
 		return heldBody{}, s.refuseBody(ctx, metrics.BodyTooLarge)
 	case n > 0:
@@ -180,14 +164,14 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx) (heldBody, int) {
 			return heldBody{}, s.unreadable(ctx, err)
 		}
 		ctx.Request.SetBodyRaw(*h.buf)
-		return h, 0
+		return h, nil
 	}
 	return s.readChunked(ctx, stream)
 }
 
 // readChunked reads a body of unknown length (chunked), reserving budget as
 // its buffer doubles; at most MaxBodyBytes is reserved.
-func (s *Server) readChunked(ctx *fasthttp.RequestCtx, stream io.Reader) (heldBody, int) {
+func (s *Server) readChunked(ctx *fasthttp.RequestCtx, stream io.Reader) (heldBody, error) {
 	limit := s.cfg.MaxBodyBytes
 	var h heldBody
 	// grow moves the body into a buffer of size bytes (a power of two, so
@@ -243,7 +227,7 @@ func (s *Server) readChunked(ctx *fasthttp.RequestCtx, stream io.Reader) (heldBo
 		}
 	}
 	ctx.Request.SetBodyRaw(*h.buf)
-	return h, 0
+	return h, nil
 }
 
 // releaseBody gives back what readBody took; the request no longer has a
@@ -257,24 +241,31 @@ func (s *Server) releaseBody(ctx *fasthttp.RequestCtx, h heldBody) {
 	s.bodies.release(h.reserved)
 }
 
-// refuseBody answers a body that is not read: 413 or 503, connection
-// closed.
-func (s *Server) refuseBody(ctx *fasthttp.RequestCtx, reason string) int {
+// Answers of a body that is not read.
+var (
+	errBodiesInFlight = fleet.Errorf(fleet.EUNAVAILABLE, "fleetd holds as many request bodies as it may (--max-inflight-body-bytes); retry later")
+	errBodyUnreadable = fleet.Errorf(fleet.EINVALID, "the request body could not be read")
+)
+
+// refuseBody closes the connection of a body that is not read, counts it
+// and returns its error: too large (413) or too many bodies held (503).
+func (s *Server) refuseBody(ctx *fasthttp.RequestCtx, reason string) error {
 	ctx.SetConnectionClose()
 	if m := s.cfg.Limits; m != nil {
 		m.BodyRefused(reason).Inc()
 	}
 	if reason == metrics.BodyTooLarge {
-		return writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, "payload_too_large", "request body exceeds the size limit")
+		return errBodyTooLarge
 	}
-	return writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "fleetd holds as many request bodies as it may (--max-inflight-body-bytes); retry later")
+	return errBodiesInFlight
 }
 
-// unreadable answers a body that broke off (timeout, reset, bad chunk).
-func (s *Server) unreadable(ctx *fasthttp.RequestCtx, err error) int {
+// unreadable closes the connection of a body that broke off (timeout,
+// reset, bad chunk) and returns its error.
+func (s *Server) unreadable(ctx *fasthttp.RequestCtx, err error) error {
 	s.log.Debug("request body could not be read", "err", err)
 	ctx.SetConnectionClose()
-	return writeErrorBody(ctx, fasthttp.StatusBadRequest, "invalid_request", "the request body could not be read")
+	return errBodyUnreadable
 }
 
 // bodyBudget counts the bytes of request bodies held, up to limit (0: no

@@ -105,7 +105,7 @@ func sign(id string, ts time.Time, body string) string {
 // no byte of it is held. The failed-auth throttle still applies.
 func TestRefusedFromHeaders(t *testing.T) {
 	whsec := "whsec_" + base64.StdEncoding.EncodeToString(signingKey)
-	e := MustEnv(t, envOptions{webhookSecrets: []string{webhookSecret, whsec}, webhookAuth: AuthAny, authFailBurst: 100})
+	e := MustEnv(t, envOptions{inMemory: true, webhookSecrets: []string{webhookSecret, whsec}, webhookAuth: AuthAny, authFailBurst: 100})
 	key, _ := e.MustKey(t, "acme", false)
 	now := strconv.FormatInt(time.Now().Unix(), 10)
 	stale := strconv.FormatInt(time.Now().Add(-time.Hour).Unix(), 10)
@@ -148,7 +148,7 @@ func TestRefusedFromHeaders(t *testing.T) {
 	}
 
 	t.Run("throttled", func(t *testing.T) {
-		e := MustEnv(t, envOptions{authFailBurst: 2})
+		e := MustEnv(t, envOptions{inMemory: true, authFailBurst: 2})
 		for i := range 3 {
 			rc := e.dialRaw(t)
 			rc.write(head("POST", webhookPath, size, "x-webhook-secret", "guess") + "[")
@@ -242,7 +242,7 @@ func mustReadOnlyKey(tb testing.TB, e *env) string {
 // TestBodyLimits: --max-body-bytes from Content-Length and for chunked
 // bodies (413, connection closed); a chunked body within it is served.
 func TestBodyLimits(t *testing.T) {
-	e := MustEnv(t, envOptions{maxBody: 64 << 10})
+	e := MustEnv(t, envOptions{inMemory: true, maxBody: 64 << 10})
 	rc := e.dialRaw(t)
 	rc.write(head("POST", webhookPath, 64<<10+1, "x-webhook-secret", webhookSecret) + "[")
 	r := rc.answer()
@@ -299,7 +299,7 @@ func TestBodyLimits(t *testing.T) {
 // bodies complete, large bodies are read again.
 func TestInflightBodyBound(t *testing.T) {
 	const mib = 1 << 20
-	e := MustEnv(t, envOptions{maxBody: mib, maxInflight: 2*mib + mib/2})
+	e := MustEnv(t, envOptions{inMemory: true, maxBody: mib, maxInflight: 2*mib + mib/2})
 	key, _ := e.MustKey(t, "acme", true)
 	big := "[" + strings.Repeat(" ", mib-2) + "]"
 	var held []*rawConn
@@ -352,7 +352,7 @@ func TestInflightBodyBound(t *testing.T) {
 // TestInflightBoundBelowBodyLimit: a bound that no body of the largest
 // size could fit is a configuration error.
 func TestInflightBoundBelowBodyLimit(t *testing.T) {
-	err := CheckConfig(Config{WebhookSecrets: []string{"s"}, MaxBodyBytes: 1 << 20, MaxInflightBodyBytes: 1 << 19})
+	_, err := New(Config{WebhookSecrets: []string{"s"}, MaxBodyBytes: 1 << 20, MaxInflightBodyBytes: 1 << 19})
 	if err == nil || !strings.Contains(err.Error(), "--max-inflight-body-bytes") {
 		t.Fatalf("got %v", err)
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 
@@ -34,13 +35,38 @@ const (
 	readMembers
 )
 
-// readKey identifies a read: the same key means the same answer. Fields
-// are used as each kind needs them.
+// readKey identifies a read: the same key means the same answer. Each kind
+// uses the fields its reply depends on and leaves the others zero.
 type readKey struct {
-	kind    readKind
-	ws      string
-	a, b, c string
-	x, y    int64
+	kind   readKind
+	ws     string
+	cursor string
+	device string // readDevice's id; readSessions' device_id filter
+	os     string // readDevices' os filter
+	status string // readSessions' status filter
+	limit  int
+	online onlineKey // readDevices' online filter
+	// from and to are readUsage's period, in Unix milliseconds.
+	from, to int64
+}
+
+// onlineKey is an online filter as a key field.
+type onlineKey uint8
+
+const (
+	onlineAny onlineKey = iota
+	onlineFalse
+	onlineTrue
+)
+
+func onlineFilter(on *bool) onlineKey {
+	switch {
+	case on == nil:
+		return onlineAny
+	case *on:
+		return onlineTrue
+	}
+	return onlineFalse
 }
 
 // readFlight is one store call and the requests it answers. body is shared
@@ -80,8 +106,9 @@ func newFlight() *readFlight {
 
 // read answers ctx with the JSON that fn appends to its argument, calling
 // fn once for every request with the same key that arrived before the call
-// started. fn must not keep ctx: it may run for another request.
-func (s *Server) read(ctx *fasthttp.RequestCtx, key readKey, fn func(b []byte) ([]byte, error)) {
+// started, or returns fn's error. fn must not keep ctx: it may run for
+// another request.
+func (s *Server) read(ctx *fasthttp.RequestCtx, key readKey, fn func(b []byte) ([]byte, error)) error {
 	g := &s.reads
 	g.mu.Lock()
 	sl := g.slots[key]
@@ -95,13 +122,13 @@ func (s *Server) read(ctx *fasthttp.RequestCtx, key readKey, fn func(b []byte) (
 		sl.running = f
 		g.mu.Unlock()
 		g.run(key, sl, f, fn)
-		s.answer(ctx, f)
+		return answer(ctx, f)
 	case sl.next != nil:
 		f := sl.next
 		f.joined++
 		g.mu.Unlock()
 		f.wg.Wait()
-		s.answer(ctx, f)
+		return answer(ctx, f)
 	default:
 		// Lead the next call: it may start only once the running one has
 		// ended, since that one may have read the store before this
@@ -114,8 +141,22 @@ func (s *Server) read(ctx *fasthttp.RequestCtx, key readKey, fn func(b []byte) (
 		prev.wg.Wait()
 		release(prev)
 		g.run(key, sl, f, fn)
-		s.answer(ctx, f)
+		return answer(ctx, f)
 	}
+}
+
+// readPage answers ctx with one page of a listing, read by list (within
+// the store timeout) and coalesced under key, each item as item appends it.
+func readPage[T any](s *Server, ctx *fasthttp.RequestCtx, key readKey, item func([]byte, *T) []byte, list func(context.Context) (fleet.Page[T], error)) error {
+	return s.read(ctx, key, func(b []byte) ([]byte, error) {
+		c, cancel := storeContext()
+		page, err := list(c)
+		cancel()
+		if err != nil {
+			return b, err
+		}
+		return appendPage(b, &page, item), nil
+	})
 }
 
 // run makes the call of f, which is sl.running, and hands the slot to the
@@ -143,14 +184,15 @@ func (g *readGroup) run(key readKey, sl *readSlot, f *readFlight, fn func([]byte
 	f.err = err
 }
 
-// answer writes the outcome of f to ctx and lets go of f.
-func (s *Server) answer(ctx *fasthttp.RequestCtx, f *readFlight) {
-	if f.err != nil {
-		s.writeError(ctx, f.err)
-	} else {
+// answer writes the reply of f to ctx, or returns its error, and lets go
+// of f.
+func answer(ctx *fasthttp.RequestCtx, f *readFlight) error {
+	err := f.err // f is recycled by the last release
+	if err == nil {
 		writeJSON(ctx, fasthttp.StatusOK, *f.body)
 	}
 	release(f)
+	return err
 }
 
 // release drops one request's hold on f; the last one recycles it.

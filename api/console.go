@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/fasthttp/router"
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/internal/buildinfo"
 	"github.com/valyala/fasthttp"
@@ -54,13 +53,6 @@ const consoleWindow = 60
 // consoleRefreshSeconds is how often console.js refreshes what it shows.
 const consoleRefreshSeconds = 3
 
-// consoleRoutes registers GET /, the console's assets and its status.
-func (s *Server) consoleRoutes(r *router.Router) {
-	r.GET("/", s.api("/", false, s.consolePage))
-	r.GET("/console/status", s.api("/console/status", false, s.consoleStatus))
-	r.GET("/console/{file}", s.api("/console/{file}", false, s.consoleAsset))
-}
-
 func setConsoleHeaders(ctx *fasthttp.RequestCtx) {
 	h := &ctx.Response.Header
 	h.Set("Content-Security-Policy", consoleCSP)
@@ -70,7 +62,7 @@ func setConsoleHeaders(ctx *fasthttp.RequestCtx) {
 }
 
 // consolePage is GET /.
-func (s *Server) consolePage(ctx *fasthttp.RequestCtx) {
+func (s *Server) consolePage(ctx *fasthttp.RequestCtx, _ *principal) error {
 	st := s.health()
 	var buf bytes.Buffer
 	err := consoleTmpl.Execute(&buf, struct {
@@ -79,40 +71,38 @@ func (s *Server) consolePage(ctx *fasthttp.RequestCtx) {
 		RefreshSeconds int
 	}{st, DocsURL, consoleRefreshSeconds})
 	if err != nil {
-		s.writeError(ctx, fmt.Errorf("console template: %w", err))
-		return
+		return fmt.Errorf("console template: %w", err)
 	}
 	setConsoleHeaders(ctx)
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	ctx.SetContentType("text/html; charset=utf-8")
 	ctx.SetBody(buf.Bytes())
+	return nil
 }
 
 // consoleStatus is GET /console/status: what the health part of the page
 // shows, as JSON, for console.js to refresh it.
-func (s *Server) consoleStatus(ctx *fasthttp.RequestCtx) {
+func (s *Server) consoleStatus(ctx *fasthttp.RequestCtx, _ *principal) error {
 	b, err := json.Marshal(s.health())
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	setConsoleHeaders(ctx)
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	writeJSON(ctx, fasthttp.StatusOK, b)
+	return nil
 }
 
 // consoleAsset is GET /console/{file}.
-func (s *Server) consoleAsset(ctx *fasthttp.RequestCtx) {
+func (s *Server) consoleAsset(ctx *fasthttp.RequestCtx, _ *principal) error {
 	name, _ := ctx.UserValue("file").(string)
 	ct, ok := consoleAssets[name]
 	if !ok {
-		writeErrorBody(ctx, fasthttp.StatusNotFound, "not_found", "no console file "+fmt.Sprintf("%q", name))
-		return
+		return fleet.Errorf(fleet.ENOTFOUND, "no console file %q", name)
 	}
 	b, err := consoleFS.ReadFile("console/" + name)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	setConsoleHeaders(ctx)
 	// Revalidated on every load, so a new binary's console is picked up
@@ -120,6 +110,7 @@ func (s *Server) consoleAsset(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.Set("Cache-Control", "no-cache")
 	ctx.SetContentType(ct)
 	ctx.SetBody(b)
+	return nil
 }
 
 // healthStatus is the daemon's health and identity as the console shows
@@ -332,14 +323,6 @@ func (c *consoleState) window(now time.Time) rateWindow {
 	c.mu.Unlock()
 	w.span = min(consoleWindow, max(1, sec-c.started.Unix()+1))
 	return w
-}
-
-// recorded wraps a webhook route so the console sees its answers.
-func (s *Server) recorded(h fasthttp.RequestHandler) fasthttp.RequestHandler {
-	return func(ctx *fasthttp.RequestCtx) {
-		h(ctx)
-		s.console.request(ctx.Response.StatusCode())
-	}
 }
 
 // countingSubmitter tells the console how many events each successful

@@ -83,7 +83,7 @@ func TestConsolePage(t *testing.T) {
 // TestConsoleAssets: the embedded files with their types and the same
 // headers; anything else under /console/ is a JSON 404.
 func TestConsoleAssets(t *testing.T) {
-	e := MustEnv(t, envOptions{})
+	e := MustEnv(t, envOptions{inMemory: true})
 	for file, ct := range consoleAssets {
 		r := e.getConsole(t, "/console/"+file, "/console/{file}")
 		if r.Status != 200 || r.Header.Get("Content-Type") != ct || len(r.Body) == 0 {

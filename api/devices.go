@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -19,12 +20,11 @@ const secretPrefix = "ds_"
 const secretBytes = 32
 
 // listDevices is GET /api/v1/devices.
-func (s *Server) listDevices(ctx *fasthttp.RequestCtx) {
+func (s *Server) listDevices(ctx *fasthttp.RequestCtx, p *principal) error {
 	args := ctx.QueryArgs()
 	limit, cursor, err := pageParams(args)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	var f fleet.DeviceFilter
 	// Has, not Peek: fasthttp may answer an empty value with nil or with
@@ -37,41 +37,23 @@ func (s *Server) listDevices(ctx *fasthttp.RequestCtx) {
 			on = true
 		case "false":
 		default:
-			s.writeError(ctx, fleet.Errorf(fleet.EINVALID, "online must be true or false"))
-			return
+			return fleet.Errorf(fleet.EINVALID, "online must be true or false")
 		}
 		f.Online = &on
 	}
 	// The store compares os case-insensitively (it lower-cases both sides).
 	if f.OS, err = textParam(args, "os"); err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
-	ws := principalOf(ctx).workspace
-	key := readKey{kind: readDevices, ws: ws, a: cursor, b: f.OS, x: int64(limit)}
-	if f.Online != nil {
-		key.y = 1
-		if *f.Online {
-			key.y = 2
-		}
-	}
-	s.read(ctx, key, func(b []byte) ([]byte, error) {
-		c, cancel := storeContext()
-		page, err := s.cfg.Reader.ListDevices(c, ws, f, cursor, limit)
-		cancel()
-		if err != nil {
-			return b, err
-		}
-		b = append(b, `{"items":[`...)
-		for i := range page.Items {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendDevice(b, &page.Items[i], false)
-		}
-		return appendNext(b, page.Next), nil
+	ws := p.workspace
+	key := readKey{kind: readDevices, ws: ws, cursor: cursor, os: f.OS, limit: limit, online: onlineFilter(f.Online)}
+	return readPage(s, ctx, key, appendListedDevice, func(c context.Context) (fleet.Page[fleet.Device], error) {
+		return s.cfg.Reader.ListDevices(c, ws, f, cursor, limit)
 	})
 }
+
+// appendListedDevice appends a device object of a listing.
+func appendListedDevice(b []byte, d *fleet.Device) []byte { return appendDevice(b, d, false) }
 
 // appendDevice appends a device object; full adds the fields of the
 // single-device replies (user_id, workspace_id).
@@ -100,14 +82,13 @@ func appendDevice(b []byte, d *fleet.Device, full bool) []byte {
 }
 
 // getDevice is GET /api/v1/devices/{id}.
-func (s *Server) getDevice(ctx *fasthttp.RequestCtx) {
+func (s *Server) getDevice(ctx *fasthttp.RequestCtx, p *principal) error {
 	id, err := pathDeviceID(ctx)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
-	ws := principalOf(ctx).workspace
-	s.read(ctx, readKey{kind: readDevice, ws: ws, a: id}, func(b []byte) ([]byte, error) {
+	ws := p.workspace
+	return s.read(ctx, readKey{kind: readDevice, ws: ws, device: id}, func(b []byte) ([]byte, error) {
 		c, cancel := storeContext()
 		d, err := s.cfg.Reader.Device(c, ws, id)
 		cancel()
@@ -119,21 +100,19 @@ func (s *Server) getDevice(ctx *fasthttp.RequestCtx) {
 }
 
 // unbindDevice is POST /api/v1/devices/{id}/unbind.
-func (s *Server) unbindDevice(ctx *fasthttp.RequestCtx) {
+func (s *Server) unbindDevice(ctx *fasthttp.RequestCtx, p *principal) error {
 	id, err := pathDeviceID(ctx)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
-	ws := principalOf(ctx).workspace
 	c, cancel := storeContext()
 	defer cancel()
-	d, err := s.cfg.Reader.UnbindDevice(c, ws, id)
+	d, err := s.cfg.Reader.UnbindDevice(c, p.workspace, id)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	writeJSON(ctx, fasthttp.StatusOK, appendDevice(make([]byte, 0, 256), &d, true))
+	return nil
 }
 
 // rotateSecret is POST /api/v1/devices/{id}/secret:rotate. The secret is
@@ -141,26 +120,23 @@ func (s *Server) unbindDevice(ctx *fasthttp.RequestCtx) {
 // at whole seconds and stored as such, so "an online event with a ts after
 // rotated_at" means the same to the client, who sees seconds, and to the
 // store, which compares milliseconds.
-func (s *Server) rotateSecret(ctx *fasthttp.RequestCtx) {
+func (s *Server) rotateSecret(ctx *fasthttp.RequestCtx, p *principal) error {
 	id, err := pathDeviceID(ctx)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	var raw [secretBytes]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	secret := secretPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	hash := sha256.Sum256([]byte(secret))
 	at := s.now().UTC().Truncate(time.Second)
 	c, cancel := storeContext()
-	err = s.cfg.Reader.RotateDeviceSecret(c, principalOf(ctx).workspace, id, hash[:], at)
+	err = s.cfg.Reader.RotateDeviceSecret(c, p.workspace, id, hash[:], at)
 	cancel()
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	b := make([]byte, 0, 128)
 	b = append(b, `{"id":`...)
@@ -173,4 +149,5 @@ func (s *Server) rotateSecret(ctx *fasthttp.RequestCtx) {
 	// A secret must not be kept by a cache or proxy on the way.
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	writeJSON(ctx, fasthttp.StatusOK, b)
+	return nil
 }

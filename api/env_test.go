@@ -21,6 +21,7 @@ import (
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/ingest"
+	"github.com/fleetd/fleetd/internal/fleetfake"
 	"github.com/fleetd/fleetd/internal/redistest"
 	"github.com/fleetd/fleetd/metrics"
 	"github.com/fleetd/fleetd/redisstore"
@@ -65,14 +66,29 @@ type envOptions struct {
 	// webhookSecrets and webhookAuth replace the one shared secret.
 	webhookSecrets []string
 	webhookAuth    string
+	// inMemory runs the env on the in-memory fake store (fleetfake)
+	// instead of Redis: for the tests of the HTTP surface that need no
+	// Redis semantics (no outage, no stale results, no store cursors).
+	inMemory bool
 }
 
-// env is one fleetd HTTP surface over a real redis-server, served by a real
-// fasthttp.Server on loopback.
+// envStore is what an env needs of its store: a redisstore.Store, or a
+// fleetfake.Store.
+type envStore interface {
+	fleet.Ingester
+	fleet.Reader
+	fleet.KeyStore
+	Ping(ctx context.Context) error
+	SetClock(now func() time.Time)
+}
+
+// env is one fleetd HTTP surface over a real redis-server (or, with
+// envOptions.inMemory, the fake store), served by a real fasthttp.Server
+// on loopback.
 type env struct {
-	redis   *redistest.Server  // nil on a cluster
-	cluster *redistest.Cluster // nil on a single server
-	store   *redisstore.Store
+	redis   *redistest.Server  // nil on a cluster or in memory
+	cluster *redistest.Cluster // nil on a single server or in memory
+	store   envStore
 	srv     *Server
 	base    string
 	clock   *clock
@@ -83,6 +99,9 @@ type env struct {
 
 // StopRedis stops every Redis node of the env, like an outage.
 func (e *env) StopRedis() {
+	if e.redis == nil && e.cluster == nil {
+		panic("StopRedis: this env runs in memory, without Redis")
+	}
 	if e.redis != nil {
 		e.redis.Stop()
 		return
@@ -95,11 +114,54 @@ func (e *env) StopRedis() {
 // MustEnv starts Redis, the store, the batcher and the HTTP server;
 // everything stops when the test ends. Redis is one redis-server, or a
 // real Redis Cluster when FLEETD_TEST_BACKEND=cluster (make test runs both;
-// e.redis is then nil).
+// e.redis is then nil); with o.inMemory there is no Redis at all.
 func MustEnv(tb testing.TB, o envOptions) *env {
 	tb.Helper()
 	e := &env{reg: prometheus.NewRegistry()}
 	e.limits = metrics.NewLimits(e.reg)
+	if o.inMemory {
+		e.store = fleetfake.New()
+	} else {
+		e.store = mustRedisStore(tb, e, o)
+	}
+	store := e.store
+	now := time.Now
+	if !o.now.IsZero() {
+		e.clock = newClock(o.now)
+		now = e.clock.Now
+		store.SetClock(now)
+	}
+	batcher := ingest.NewBatcher(store, ingest.Config{})
+	tb.Cleanup(batcher.Close)
+	e.srv = MustNew(tb, Config{
+		Reader:               store,
+		Keys:                 store,
+		Ingest:               batcher,
+		API:                  metrics.NewAPI(e.reg),
+		Webhook:              metrics.NewWebhook(e.reg),
+		Ready:                store.Ping,
+		WebhookSecrets:       o.webhookSecrets, // MustNew adds the shared test secret when empty
+		WebhookAuth:          o.webhookAuth,
+		RedisMode:            map[bool]string{true: "cluster", false: "single"}[e.cluster != nil], // "single" in memory too
+		Queued:               batcher.Queued,
+		MaxBodyBytes:         o.maxBody,
+		MaxInflightBodyBytes: o.maxInflight,
+		KeyCacheTTL:          o.keyTTL,
+		AuthFailBurst:        o.authFailBurst,
+		AuthFailRefill:       time.Minute,
+		ThrottledLookups:     o.throttledLookups,
+		Limits:               e.limits,
+		Now:                  now,
+	})
+	e.base = serveServer(tb, e.srv)
+	e.http = newClient(tb)
+	return e
+}
+
+// mustRedisStore starts the Redis of FLEETD_TEST_BACKEND for e and opens
+// the store on it, closed when the test ends.
+func mustRedisStore(tb testing.TB, e *env, o envOptions) *redisstore.Store {
+	tb.Helper()
 	if o.storeTimeout == 0 {
 		o.storeTimeout = 2 * time.Second
 	}
@@ -119,38 +181,7 @@ func MustEnv(tb testing.TB, o envOptions) *env {
 		tb.Fatalf("open store: %v", err)
 	}
 	tb.Cleanup(func() { store.Close() })
-	e.store = store
-	now := time.Now
-	if !o.now.IsZero() {
-		e.clock = newClock(o.now)
-		now = e.clock.Now
-		store.SetClock(now)
-	}
-	batcher := ingest.NewBatcher(store, ingest.Config{})
-	tb.Cleanup(batcher.Close)
-	e.srv = MustNew(tb, Config{
-		Reader:               store,
-		Keys:                 store,
-		Ingest:               batcher,
-		API:                  metrics.NewAPI(e.reg),
-		Webhook:              metrics.NewWebhook(e.reg),
-		Ready:                store.Ping,
-		WebhookSecrets:       o.webhookSecrets, // MustNew adds the shared test secret when empty
-		WebhookAuth:          o.webhookAuth,
-		RedisMode:            map[bool]string{true: "cluster", false: "single"}[e.cluster != nil],
-		Queued:               batcher.Queued,
-		MaxBodyBytes:         o.maxBody,
-		MaxInflightBodyBytes: o.maxInflight,
-		KeyCacheTTL:          o.keyTTL,
-		AuthFailBurst:        o.authFailBurst,
-		AuthFailRefill:       time.Minute,
-		ThrottledLookups:     o.throttledLookups,
-		Limits:               e.limits,
-		Now:                  now,
-	})
-	e.base = serveServer(tb, e.srv)
-	e.http = newClient(tb)
-	return e
+	return store
 }
 
 // newClient returns an HTTP client that keeps connections alive, as real
@@ -168,10 +199,11 @@ func MustNew(tb testing.TB, cfg Config) *Server {
 	if len(cfg.WebhookSecrets) == 0 {
 		cfg.WebhookSecrets = []string{webhookSecret}
 	}
-	if err := CheckConfig(cfg); err != nil {
+	s, err := New(cfg)
+	if err != nil {
 		tb.Fatalf("api config: %v", err)
 	}
-	return New(cfg)
+	return s
 }
 
 // serve serves h on a loopback port until the test ends and returns its

@@ -10,7 +10,7 @@ import (
 )
 
 func TestRoutingErrors(t *testing.T) {
-	e := MustEnv(t, envOptions{})
+	e := MustEnv(t, envOptions{inMemory: true})
 	key, _ := e.MustKey(t, "acme", false)
 	tests := map[string]struct {
 		method, path string
@@ -44,9 +44,9 @@ func TestRoutingErrors(t *testing.T) {
 // TestPanic: a panicking handler is answered by the router's PanicHandler
 // with the JSON 500, and counted as a 500 of its route.
 func TestPanic(t *testing.T) {
-	e := MustEnv(t, envOptions{})
+	e := MustEnv(t, envOptions{inMemory: true})
 	r := e.srv.router()
-	r.GET("/boom", e.srv.api("/boom", false, func(*fasthttp.RequestCtx) { panic("boom") }))
+	r.GET("/boom", e.srv.pipeline(&route{"GET", "/boom", authNone, apiMetrics, true, func(*fasthttp.RequestCtx, *principal) error { panic("boom") }}))
 	pe := &env{base: serve(t, r.Handler), http: e.http}
 	res := pe.Do(t, call{method: "GET", path: "/boom"})
 	eb := wantError(t, res, 500, "internal")
@@ -109,7 +109,7 @@ func TestStoreDown(t *testing.T) {
 }
 
 func TestDraining(t *testing.T) {
-	e := MustEnv(t, envOptions{})
+	e := MustEnv(t, envOptions{inMemory: true})
 	key, _ := e.MustKey(t, "acme", false)
 	e.srv.SetDraining()
 	for _, rt := range []struct{ path, route, key string }{
@@ -128,7 +128,7 @@ func TestDraining(t *testing.T) {
 // TestAPIMetrics: requests are counted under their route template, never
 // the raw path, with the status they got.
 func TestAPIMetrics(t *testing.T) {
-	e := MustEnv(t, envOptions{})
+	e := MustEnv(t, envOptions{inMemory: true})
 	key, _ := e.MustKey(t, "acme", false)
 	e.Get(t, "/api/v1/devices/abc", routeDevice, key)
 	e.Get(t, "/api/v1/devices/def", routeDevice, key)

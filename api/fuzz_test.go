@@ -115,7 +115,7 @@ type fuzzServer struct {
 func newFuzzServer(tb testing.TB) *fuzzServer {
 	tb.Helper()
 	r := &fuzzReader{members: map[string]bool{}}
-	s, err := newServer(Config{
+	s, err := New(Config{
 		Reader: r, Keys: fuzzKeys{}, Log: slog.New(slog.DiscardHandler),
 		WebhookSecrets: []string{"fuzz-webhook-secret"},
 		Now:            func() time.Time { return fuzzT0 },

@@ -5,6 +5,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/fleetd/fleetd/fleet"
 	"github.com/valyala/fasthttp"
 )
 
@@ -105,6 +106,19 @@ func appendBool(b []byte, v bool) []byte {
 		return append(b, "true"...)
 	}
 	return append(b, "false"...)
+}
+
+// appendPage appends the reply of a listing, {"items":[...],"next_cursor"},
+// each item as item appends it.
+func appendPage[T any](b []byte, p *fleet.Page[T], item func([]byte, *T) []byte) []byte {
+	b = append(b, `{"items":[`...)
+	for i := range p.Items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = item(b, &p.Items[i])
+	}
+	return appendNext(b, p.Next)
 }
 
 // appendNext appends the next_cursor member: null when the listing is

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/mail"
 	"strings"
@@ -14,28 +15,15 @@ import (
 const maxEmailLen = 254
 
 // listMembers is GET /api/v1/members, ordered by email.
-func (s *Server) listMembers(ctx *fasthttp.RequestCtx) {
+func (s *Server) listMembers(ctx *fasthttp.RequestCtx, p *principal) error {
 	limit, cursor, err := pageParams(ctx.QueryArgs())
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
-	ws := principalOf(ctx).workspace
-	s.read(ctx, readKey{kind: readMembers, ws: ws, a: cursor, x: int64(limit)}, func(b []byte) ([]byte, error) {
-		c, cancel := storeContext()
-		page, err := s.cfg.Reader.ListMembers(c, ws, cursor, limit)
-		cancel()
-		if err != nil {
-			return b, err
-		}
-		b = append(b, `{"items":[`...)
-		for i := range page.Items {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendMember(b, &page.Items[i])
-		}
-		return appendNext(b, page.Next), nil
+	ws := p.workspace
+	key := readKey{kind: readMembers, ws: ws, cursor: cursor, limit: limit}
+	return readPage(s, ctx, key, appendMember, func(c context.Context) (fleet.Page[fleet.Member], error) {
+		return s.cfg.Reader.ListMembers(c, ws, cursor, limit)
 	})
 }
 
@@ -61,32 +49,29 @@ type inviteRequest struct {
 // lower-cased, which is how "compared case-insensitively" is kept: the
 // store refuses a second member whose address differs only in case.
 // invited_at is whole seconds, so the reply equals what the listing shows.
-func (s *Server) inviteMember(ctx *fasthttp.RequestCtx) {
+func (s *Server) inviteMember(ctx *fasthttp.RequestCtx, p *principal) error {
 	var req inviteRequest
 	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
-		s.writeError(ctx, fleet.Errorf(fleet.EINVALID, `body must be a JSON object {"email":"...","role":"owner|admin|member"}`))
-		return
+		return fleet.Errorf(fleet.EINVALID, `body must be a JSON object {"email":"...","role":"owner|admin|member"}`)
 	}
 	email, err := normalizeEmail(req.Email)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	switch req.Role {
 	case fleet.RoleOwner, fleet.RoleAdmin, fleet.RoleMember:
 	default:
-		s.writeError(ctx, fleet.Errorf(fleet.EINVALID, "role must be owner, admin or member"))
-		return
+		return fleet.Errorf(fleet.EINVALID, "role must be owner, admin or member")
 	}
 	m := fleet.Member{Email: email, Role: req.Role, Status: fleet.MemberInvited, InvitedAt: s.now().UTC().Truncate(time.Second)}
 	c, cancel := storeContext()
-	err = s.cfg.Reader.AddMember(c, principalOf(ctx).workspace, m)
+	err = s.cfg.Reader.AddMember(c, p.workspace, m)
 	cancel()
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	writeJSON(ctx, fasthttp.StatusCreated, appendMember(make([]byte, 0, 128), &m))
+	return nil
 }
 
 // normalizeEmail accepts a bare address (no display name, no angle

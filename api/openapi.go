@@ -15,7 +15,8 @@ import (
 var openapiDoc []byte
 
 // openapi is GET /api/openapi.json.
-func (s *Server) openapi(ctx *fasthttp.RequestCtx) {
+func (s *Server) openapi(ctx *fasthttp.RequestCtx, _ *principal) error {
 	ctx.Response.Header.Set("Cache-Control", "public, max-age=300")
 	writeJSON(ctx, fasthttp.StatusOK, openapiDoc)
+	return nil
 }

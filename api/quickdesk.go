@@ -2,47 +2,31 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"strconv"
-	"time"
 
 	"github.com/fleetd/fleetd/fleet"
 	"github.com/fleetd/fleetd/ingest"
 	"github.com/valyala/fasthttp"
 )
 
-// quickDeskSigPrefix starts QuickDesk's X-Webhook-Signature value; the
-// lowercase hex of an HMAC-SHA256 follows.
-const quickDeskSigPrefix = "sha256="
+// QuickDesk's signature header, and the start of its value; the lowercase
+// hex of an HMAC-SHA256 follows.
+const (
+	quickDeskSigHeader = "X-Webhook-Signature"
+	quickDeskSigPrefix = "sha256="
+)
 
 // quickdesk is POST /backend/webhook/quickdesk: QuickDesk's own webhook
 // deliveries (SPEC §3b), one envelope per request, signed with a shared
-// secret of --webhook-secret. They go through the same batcher and store
-// as the main webhook, and count in the same metrics.
-func (s *Server) quickdesk(ctx *fasthttp.RequestCtx) {
-	start := time.Now()
-	code := s.serveQuickDesk(ctx)
-	if w := s.cfg.Webhook; w != nil {
-		w.Request(code)
-		w.Duration.Observe(time.Since(start).Seconds())
-	}
-}
-
-func (s *Server) serveQuickDesk(ctx *fasthttp.RequestCtx) int {
-	if s.draining.Load() {
-		ctx.SetConnectionClose()
-		return s.writeError(ctx, ingest.ErrClosed)
-	}
-	if msg := s.verifyQuickDesk(ctx.Request.Header.Peek("X-Webhook-Signature"), ctx.PostBody()); msg != "" {
-		src := s.source(ctx)
-		if code, ok := s.throttled(ctx, src); ok {
-			return code
-		}
-		s.throttle.Fail(src)
-		return writeErrorBody(ctx, fasthttp.StatusUnauthorized, "unauthorized", msg)
+// secret of --webhook-secret. It is admitted with a well-formed signature
+// (authQuickDesk) and verifies the HMAC over the body here. The deliveries
+// go through the same batcher and store as the main webhook, and count in
+// the same metrics.
+func (s *Server) quickdesk(ctx *fasthttp.RequestCtx, _ *principal) error {
+	if msg := s.verifyQuickDesk(ctx.Request.Header.Peek(quickDeskSigHeader), ctx.PostBody()); msg != "" {
+		return s.authFailed(ctx, msg)
 	}
 	// As for the main webhook, the event outlives this handler when the
 	// commit times out, so it is decoded from a copy that it owns.
@@ -53,7 +37,7 @@ func (s *Server) serveQuickDesk(ctx *fasthttp.RequestCtx) int {
 		if w != nil && q.Name != "" {
 			w.EventNamed(q.Name, fleet.Invalid)
 		}
-		return s.writeError(ctx, err)
+		return err
 	}
 	var counts [fleet.NumResults]int
 	if q.Event.Type == fleet.EventUnknown {
@@ -63,26 +47,21 @@ func (s *Server) serveQuickDesk(ctx *fasthttp.RequestCtx) int {
 			w.EventNamed(q.Name, fleet.Ignored)
 		}
 		s.console.events(1)
-		return writeCounts(ctx, &counts)
+		writeCounts(ctx, &counts)
+		return nil
 	}
 	events := []fleet.Event{q.Event}
 	results := make([]fleet.Result, 1)
-	cctx, cancel := context.WithTimeout(context.Background(), s.cfg.IngestTimeout)
-	err = s.cfg.Ingest.Submit(cctx, events, results)
-	cancel()
-	if err != nil {
+	if err := s.commit(events, results); err != nil {
 		s.log.Debug("quickdesk delivery not committed", "err", err)
-		if fleet.ErrorCode(err) == fleet.EINTERNAL {
-			s.log.Error("quickdesk commit failed", "err", err)
-			return writeErrorBody(ctx, fasthttp.StatusServiceUnavailable, "unavailable", "the event could not be committed, retry later")
-		}
-		return s.writeError(ctx, err)
+		return err
 	}
 	counts[results[0]]++
 	if w != nil {
 		w.Event(q.Event.Type, results[0])
 	}
-	return writeCounts(ctx, &counts)
+	writeCounts(ctx, &counts)
+	return nil
 }
 
 // Reasons of a refused QuickDesk delivery.
@@ -122,20 +101,4 @@ func (s *Server) verifyQuickDesk(header, body []byte) string {
 		return qdBadSignature
 	}
 	return ""
-}
-
-// writeCounts answers 200 with the per-result counts of SPEC §3.
-func writeCounts(ctx *fasthttp.RequestCtx, counts *[fleet.NumResults]int) int {
-	buf := make([]byte, 0, 80)
-	buf = append(buf, `{"accepted":`...)
-	buf = strconv.AppendInt(buf, int64(counts[fleet.Accepted]), 10)
-	buf = append(buf, `,"duplicate":`...)
-	buf = strconv.AppendInt(buf, int64(counts[fleet.Duplicate]), 10)
-	buf = append(buf, `,"stale":`...)
-	buf = strconv.AppendInt(buf, int64(counts[fleet.Stale]), 10)
-	buf = append(buf, `,"ignored":`...)
-	buf = strconv.AppendInt(buf, int64(counts[fleet.Ignored]), 10)
-	buf = append(buf, '}')
-	writeJSON(ctx, fasthttp.StatusOK, buf)
-	return fasthttp.StatusOK
 }

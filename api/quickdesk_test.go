@@ -25,9 +25,10 @@ const (
 // none is in the future, whatever the machine's clock says.
 var qdNow = time.Date(2026, 12, 1, 20, 5, 0, 0, time.UTC)
 
-// mustQuickDeskEnv is a real Redis and fleetd whose secret list holds
-// QuickDesk's shared secret after another one (a rotation) and a whsec_
-// signing key (which must never verify a QuickDesk delivery).
+// mustQuickDeskEnv is a real Redis (or, with o.inMemory, the fake store)
+// and fleetd whose secret list holds QuickDesk's shared secret after
+// another one (a rotation) and a whsec_ signing key (which must never
+// verify a QuickDesk delivery).
 func mustQuickDeskEnv(tb testing.TB, o envOptions) *env {
 	tb.Helper()
 	if o.now.IsZero() {
@@ -239,7 +240,7 @@ func TestQuickDeskOutOfOrder(t *testing.T) {
 // TestQuickDeskRefused posts deliveries that must be refused, each with
 // its answer, and checks that none of them changed anything.
 func TestQuickDeskRefused(t *testing.T) {
-	e := mustQuickDeskEnv(t, envOptions{})
+	e := mustQuickDeskEnv(t, envOptions{inMemory: true})
 	key, _ := e.MustKey(t, qdWorkspace, true)
 	e.MustSend(t, registered(qdDevice, qdWorkspace, "qd-host", "Windows", time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)),
 		onlineEv(qdDevice, true, time.Date(2026, 12, 1, 20, 1, 0, 0, time.UTC)))
@@ -337,7 +338,7 @@ func TestQuickDeskSecretRotation(t *testing.T) {
 // name when QuickDesk has such an event and as "unknown" otherwise, so a
 // sender cannot grow the type label.
 func TestQuickDeskIgnoredFolded(t *testing.T) {
-	e := mustQuickDeskEnv(t, envOptions{})
+	e := mustQuickDeskEnv(t, envOptions{inMemory: true})
 	for _, name := range []string{"favorite.added", "device.bound", "no.such.event", "x" + strings.Repeat("y", 300), "device.registered"} {
 		body := []byte(`{"data":{"id":"evt_1"},"event":"` + name + `","timestamp":"2026-12-01T20:00:00Z"}`)
 		wantResult(t, e.PostQuickDesk(t, body, map[string]string{"X-Webhook-Signature": qdSign(quickdesktest.Secret, body)}), webhookResult{Ignored: 1})
@@ -379,7 +380,7 @@ func TestQuickDeskThrottleAndOutage(t *testing.T) {
 // answered from its headers (the client waits for 100 Continue, so it
 // reads the answer instead of writing into a closed connection).
 func TestQuickDeskBodyLimit(t *testing.T) {
-	e := mustQuickDeskEnv(t, envOptions{})
+	e := mustQuickDeskEnv(t, envOptions{inMemory: true})
 	body := []byte(`{"event":"webhook.test","data":{"pad":"` + strings.Repeat("a", 5<<20) + `"}}`)
 	r := e.PostQuickDesk(t, body, map[string]string{"X-Webhook-Signature": qdSign(quickdesktest.Secret, body), "Expect": "100-continue"})
 	wantError(t, r, 413, "payload_too_large")

@@ -97,26 +97,16 @@ type Server struct {
 	signing  [][]byte      // Standard Webhooks signing keys
 	refusals refusalLog    // webhook 503s and 429s, logged rate-limited
 	console  *consoleState
+	// headerAuth is the auth mode of the routes admitted from their
+	// headers alone, by path, for requests that expect 100-continue.
+	headerAuth map[string]authMode
 }
 
-// CheckConfig reports a configuration that New would refuse: a malformed
-// signing key, an unknown auth mode, a mode without the keys it needs.
-func CheckConfig(cfg Config) error {
-	_, err := newServer(cfg)
-	return err
-}
-
-// New builds the server and its routes. It panics on a configuration that
-// CheckConfig refuses; call that first with configuration from outside.
-func New(cfg Config) *Server {
-	s, err := newServer(cfg)
-	if err != nil {
-		panic("api: " + err.Error())
-	}
-	return s
-}
-
-func newServer(cfg Config) (*Server, error) {
+// New builds the server and its routes. It refuses a configuration that
+// cannot serve: a malformed signing key, an unknown webhook auth mode, a
+// mode without the keys it needs, an in-flight body bound below the body
+// limit.
+func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -143,26 +133,8 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Limits != nil {
 		s.bodies.gauge = cfg.Limits.BodyBytes
 	}
-	secrets, signing, err := WebhookKeys(cfg.WebhookSecrets)
-	if err != nil {
+	if err := s.setWebhookAuth(); err != nil {
 		return nil, err
-	}
-	for _, sec := range secrets {
-		s.secrets = append(s.secrets, []byte(sec))
-	}
-	s.signing = signing
-	switch cfg.WebhookAuth {
-	case "":
-		s.cfg.WebhookAuth = AuthSecret
-	case AuthSecret, AuthSignature, AuthAny:
-	default:
-		return nil, fmt.Errorf("webhook auth must be secret, signature or any, not %q", cfg.WebhookAuth)
-	}
-	if s.cfg.WebhookAuth != AuthSecret && len(signing) == 0 {
-		return nil, fmt.Errorf("webhook auth %q needs a whsec_ signing key in the secret list", s.cfg.WebhookAuth)
-	}
-	if s.cfg.WebhookAuth != AuthSignature && len(s.secrets) == 0 {
-		return nil, fmt.Errorf("webhook auth %q needs a shared secret (an entry without whsec_) in the secret list", s.cfg.WebhookAuth)
 	}
 	if cfg.AuthFailBurst > 0 {
 		if cfg.AuthFailRefill <= 0 {
@@ -175,8 +147,36 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Ingest != nil {
 		s.cfg.Ingest = countingSubmitter{cfg.Ingest, s.console}
 	}
-	s.handler = s.gate(s.routes())
+	s.headerAuth = s.headerAuthModes()
+	s.handler = s.gate(s.router().Handler)
 	return s, nil
+}
+
+// setWebhookAuth splits the configured secret list into shared secrets and
+// signing keys and checks that the webhook auth mode has what it needs.
+func (s *Server) setWebhookAuth() error {
+	secrets, signing, err := WebhookKeys(s.cfg.WebhookSecrets)
+	if err != nil {
+		return err
+	}
+	for _, sec := range secrets {
+		s.secrets = append(s.secrets, []byte(sec))
+	}
+	s.signing = signing
+	switch s.cfg.WebhookAuth {
+	case "":
+		s.cfg.WebhookAuth = AuthSecret
+	case AuthSecret, AuthSignature, AuthAny:
+	default:
+		return fmt.Errorf("webhook auth must be secret, signature or any, not %q", s.cfg.WebhookAuth)
+	}
+	if s.cfg.WebhookAuth != AuthSecret && len(signing) == 0 {
+		return fmt.Errorf("webhook auth %q needs a whsec_ signing key in the secret list", s.cfg.WebhookAuth)
+	}
+	if s.cfg.WebhookAuth != AuthSignature && len(s.secrets) == 0 {
+		return fmt.Errorf("webhook auth %q needs a shared secret (an entry without whsec_) in the secret list", s.cfg.WebhookAuth)
+	}
+	return nil
 }
 
 // Handler returns the fasthttp handler of every route.
@@ -185,18 +185,3 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.handler }
 // SetDraining makes every request answer 503 with Retry-After and
 // Connection: close, for a graceful shutdown.
 func (s *Server) SetDraining() { s.draining.Store(true) }
-
-// ErrorHandler answers requests that fasthttp rejects before routing (body
-// too large, malformed request) with the JSON error body.
-func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	ctx.SetConnectionClose()
-	if err == fasthttp.ErrBodyTooLarge {
-		writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, "payload_too_large", "request body exceeds the size limit")
-		return
-	}
-	if _, ok := err.(*fasthttp.ErrSmallBuffer); ok {
-		writeErrorBody(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "invalid_request", "request headers are too large")
-		return
-	}
-	writeErrorBody(ctx, fasthttp.StatusBadRequest, "invalid_request", "malformed HTTP request")
-}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"strconv"
 
 	"github.com/fleetd/fleetd/fleet"
@@ -10,47 +11,35 @@ import (
 // listSessions is GET /api/v1/sessions: newest "at" first, live sessions
 // included with their elapsed duration. A device_id of another workspace
 // is not an error: like any unknown device, it has no sessions here.
-func (s *Server) listSessions(ctx *fasthttp.RequestCtx) {
+func (s *Server) listSessions(ctx *fasthttp.RequestCtx, p *principal) error {
 	args := ctx.QueryArgs()
 	limit, cursor, err := pageParams(args)
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	var f fleet.SessionFilter
 	if f.DeviceID, err = idParam(args, "device_id"); err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
 	if f.Status, err = textParam(args, "status"); err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
-	ws := principalOf(ctx).workspace
-	key := readKey{kind: readSessions, ws: ws, a: cursor, b: f.DeviceID, c: f.Status, x: int64(limit)}
-	s.read(ctx, key, func(b []byte) ([]byte, error) {
-		c, cancel := storeContext()
-		page, err := s.cfg.Reader.ListSessions(c, ws, f, cursor, limit)
-		cancel()
-		if err != nil {
-			return b, err
-		}
-		b = append(b, `{"items":[`...)
-		for i := range page.Items {
-			it := &page.Items[i]
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `{"device_id":`...)
-			b = appendString(b, it.DeviceID)
-			b = append(b, `,"status":`...)
-			b = appendString(b, it.Status)
-			b = append(b, `,"duration_sec":`...)
-			b = strconv.AppendInt(b, it.DurationSec, 10)
-			b = append(b, `,"at":`...)
-			b = appendTime(b, it.At)
-			b = append(b, '}')
-		}
-		return appendNext(b, page.Next), nil
+	ws := p.workspace
+	key := readKey{kind: readSessions, ws: ws, cursor: cursor, device: f.DeviceID, status: f.Status, limit: limit}
+	return readPage(s, ctx, key, appendSession, func(c context.Context) (fleet.Page[fleet.Session], error) {
+		return s.cfg.Reader.ListSessions(c, ws, f, cursor, limit)
 	})
+}
+
+// appendSession appends a session object of a listing.
+func appendSession(b []byte, it *fleet.Session) []byte {
+	b = append(b, `{"device_id":`...)
+	b = appendString(b, it.DeviceID)
+	b = append(b, `,"status":`...)
+	b = appendString(b, it.Status)
+	b = append(b, `,"duration_sec":`...)
+	b = strconv.AppendInt(b, it.DurationSec, 10)
+	b = append(b, `,"at":`...)
+	b = appendTime(b, it.At)
+	return append(b, '}')
 }

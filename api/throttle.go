@@ -1,12 +1,12 @@
 package api
 
 import (
-	"hash/maphash"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/fleetd/fleetd/fleet"
+	"github.com/fleetd/fleetd/internal/boundedmap"
 	"github.com/valyala/fasthttp"
 )
 
@@ -26,14 +26,11 @@ type authThrottle struct {
 	burst   float64       // failures allowed at once
 	refill  time.Duration // one failure forgiven per refill
 	lookups float64       // store lookups per second a blocked source may still make
-	seed    maphash.Seed
-	shards  [32]throttleShard
 	now     func() time.Time
-}
-
-type throttleShard struct {
-	mu sync.Mutex
-	m  map[string]*bucket
+	// sources is bounded: a full shard is cleared, which forgives the
+	// failures of the sources in it (an attacker with that many addresses
+	// gains nothing it did not have).
+	sources *boundedmap.Map[string, *bucket]
 }
 
 type bucket struct {
@@ -42,69 +39,65 @@ type bucket struct {
 	last    time.Time
 }
 
-const maxThrottleSources = 1 << 16 // per shard; a full shard is cleared
+// Bounds of the throttle's state: throttleShards shards of at most
+// maxThrottleSources sources each.
+const (
+	throttleShards     = 32
+	maxThrottleSources = 1 << 16
+)
 
 func newAuthThrottle(burst int, refill time.Duration, lookups int, now func() time.Time) *authThrottle {
-	t := &authThrottle{burst: float64(burst), refill: refill, lookups: float64(max(0, lookups)), seed: maphash.MakeSeed(), now: now}
-	for i := range t.shards {
-		t.shards[i].m = map[string]*bucket{}
+	return &authThrottle{
+		burst: float64(burst), refill: refill, lookups: float64(max(0, lookups)), now: now,
+		sources: boundedmap.New(boundedmap.Config[string, *bucket]{
+			Capacity: throttleShards * maxThrottleSources, Shards: throttleShards, Hash: boundedmap.StringHash(),
+		}),
 	}
-	return t
 }
 
-func (t *authThrottle) shard(src string) *throttleShard {
-	return &t.shards[maphash.String(t.seed, src)%uint64(len(t.shards))]
-}
-
-// take refreshes src's bucket; callers hold the shard lock.
-func (t *authThrottle) take(sh *throttleShard, src string) *bucket {
-	now := t.now()
-	b := sh.m[src]
-	if b == nil {
-		if len(sh.m) >= maxThrottleSources {
-			clear(sh.m)
+// take refreshes src's bucket and hands it to fn, atomically.
+func (t *authThrottle) take(src string, fn func(b *bucket)) {
+	t.sources.Update(src, func(b *bucket, ok bool) *bucket {
+		now := t.now()
+		if !ok {
+			b = &bucket{tokens: t.burst, lookups: t.lookups, last: now}
 		}
-		b = &bucket{tokens: t.burst, lookups: t.lookups, last: now}
-		sh.m[src] = b
-	}
-	d := float64(max(0, now.Sub(b.last)))
-	b.tokens = min(t.burst, b.tokens+d/float64(t.refill))
-	b.lookups = min(t.lookups, b.lookups+d*t.lookups/float64(time.Second))
-	b.last = now
-	return b
+		d := float64(max(0, now.Sub(b.last)))
+		b.tokens = min(t.burst, b.tokens+d/float64(t.refill))
+		b.lookups = min(t.lookups, b.lookups+d*t.lookups/float64(time.Second))
+		b.last = now
+		fn(b)
+		return b
+	})
 }
 
 // Blocked reports whether src has used up its failures, and how long
 // until one is forgiven.
-func (t *authThrottle) Blocked(src string) (bool, time.Duration) {
+func (t *authThrottle) Blocked(src string) (blocked bool, wait time.Duration) {
 	if t == nil {
 		return false, 0
 	}
-	sh := t.shard(src)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	b := t.take(sh, src)
-	if b.tokens >= 1 {
-		return false, 0
-	}
-	return true, time.Duration((1 - b.tokens) * float64(t.refill))
+	t.take(src, func(b *bucket) {
+		if b.tokens < 1 {
+			blocked, wait = true, time.Duration((1-b.tokens)*float64(t.refill))
+		}
+	})
+	return blocked, wait
 }
 
 // Lookup reports whether blocked src may still have one API key looked up
 // now, and takes that lookup from its allowance.
-func (t *authThrottle) Lookup(src string) bool {
+func (t *authThrottle) Lookup(src string) (ok bool) {
 	if t == nil {
 		return true
 	}
-	sh := t.shard(src)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	b := t.take(sh, src)
-	if b.lookups < 1 {
-		return false
-	}
-	b.lookups--
-	return true
+	t.take(src, func(b *bucket) {
+		if b.lookups >= 1 {
+			b.lookups--
+			ok = true
+		}
+	})
+	return ok
 }
 
 // Fail records a failed authentication from src.
@@ -112,11 +105,7 @@ func (t *authThrottle) Fail(src string) {
 	if t == nil {
 		return
 	}
-	sh := t.shard(src)
-	sh.mu.Lock()
-	b := t.take(sh, src)
-	b.tokens = max(0, b.tokens-1)
-	sh.mu.Unlock()
+	t.take(src, func(b *bucket) { b.tokens = max(0, b.tokens-1) })
 }
 
 // source names the client of a request: the remote IP, or the first
@@ -134,21 +123,25 @@ func (s *Server) source(ctx *fasthttp.RequestCtx) string {
 	return ctx.RemoteIP().String()
 }
 
-// throttled answers 429 with Retry-After when src is blocked.
-func (s *Server) throttled(ctx *fasthttp.RequestCtx, src string) (int, bool) {
-	blocked, wait := s.throttle.Blocked(src)
-	if !blocked {
-		return 0, false
-	}
-	return s.refuseThrottled(ctx, wait), true
-}
+// errThrottled answers a client the throttle blocks.
+var errThrottled = fleet.Errorf(fleet.EOVERLOADED, "too many failed authentications from this client; retry later")
 
-// refuseThrottled answers 429 with a Retry-After of wait, rounded up to
-// whole seconds, and counts it.
-func (s *Server) refuseThrottled(ctx *fasthttp.RequestCtx, wait time.Duration) int {
+// throttledError is the 429 of a blocked client, with a Retry-After of
+// wait rounded up to whole seconds, counted.
+func (s *Server) throttledError(wait time.Duration) error {
 	if m := s.cfg.Limits; m != nil {
 		m.Throttled.Inc()
 	}
-	secs := int(wait/time.Second) + 1
-	return writeErrorBodyRetry(ctx, fasthttp.StatusTooManyRequests, "rate_limited", "too many failed authentications from this client; retry later", secs)
+	return withRetryAfter(errThrottled, int(wait/time.Second)+1)
+}
+
+// authFailed answers a webhook whose credentials do not check out: 429
+// while its client is throttled, else 401 with msg, counted as a failure.
+func (s *Server) authFailed(ctx *fasthttp.RequestCtx, msg string) error {
+	src := s.source(ctx)
+	if blocked, wait := s.throttle.Blocked(src); blocked {
+		return s.throttledError(wait)
+	}
+	s.throttle.Fail(src)
+	return &fleet.Error{Code: fleet.EUNAUTHORIZED, Message: msg}
 }

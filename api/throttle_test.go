@@ -20,7 +20,7 @@ func madeUpKey(tb testing.TB) string { return "sk_live_" + randomString(tb, 40) 
 // request of the valid key after its first finds its entry expired, the
 // case the throttle used to refuse.
 func TestThrottleKeepsValidKeys(t *testing.T) {
-	e := MustEnv(t, envOptions{now: t0, keyTTL: time.Millisecond, authFailBurst: 20, throttledLookups: 20})
+	e := MustEnv(t, envOptions{inMemory: true, now: t0, keyTTL: time.Millisecond, authFailBurst: 20, throttledLookups: 20})
 	e.srv.throttle.refill = time.Second // the daemon's default (MustEnv refills once a minute)
 	valid, id := e.MustKey(t, "acme", true)
 	attack := func(n int) {
@@ -66,7 +66,7 @@ func TestThrottleKeepsValidKeys(t *testing.T) {
 // Retry-After) for the rest without a lookup, including a valid key never
 // seen before, while a key found valid earlier keeps being served.
 func TestThrottledLookupAllowance(t *testing.T) {
-	e := MustEnv(t, envOptions{now: t0, keyTTL: time.Millisecond, authFailBurst: 3, throttledLookups: 2})
+	e := MustEnv(t, envOptions{inMemory: true, now: t0, keyTTL: time.Millisecond, authFailBurst: 3, throttledLookups: 2})
 	seen, _ := e.MustKey(t, "acme", true)
 	unseen, _ := e.MustKey(t, "acme", true)
 	if r := e.Get(t, routeDevices, routeDevices, seen); r.Status != 200 {

@@ -19,14 +19,13 @@ const maxUsagePeriod = 366 * 24 * time.Hour
 // current calendar month (UTC): no from means the 1st at 00:00, no to the
 // 1st of the next month. Bounds are kept to the millisecond, the store's
 // precision, and echoed as such.
-func (s *Server) usage(ctx *fasthttp.RequestCtx) {
+func (s *Server) usage(ctx *fasthttp.RequestCtx, p *principal) error {
 	from, to, err := s.usagePeriod(ctx.QueryArgs())
 	if err != nil {
-		s.writeError(ctx, err)
-		return
+		return err
 	}
-	ws := principalOf(ctx).workspace
-	s.read(ctx, readKey{kind: readUsage, ws: ws, x: from.UnixMilli(), y: to.UnixMilli()}, func(b []byte) ([]byte, error) {
+	ws := p.workspace
+	return s.read(ctx, readKey{kind: readUsage, ws: ws, from: from.UnixMilli(), to: to.UnixMilli()}, func(b []byte) ([]byte, error) {
 		c, cancel := storeContext()
 		u, err := s.cfg.Reader.Usage(c, ws, from, to)
 		cancel()

@@ -12,9 +12,20 @@ const (
 	ECONFLICT     = "conflict"
 	EFORBIDDEN    = "forbidden"
 	EUNAUTHORIZED = "unauthorized"
-	EUNAVAILABLE  = "unavailable"
-	EOVERLOADED   = "overloaded"
-	EINTERNAL     = "internal"
+	// ETOOLARGE: the request is larger than fleetd accepts (a body over
+	// its limit).
+	ETOOLARGE = "too_large"
+	// ENOTALLOWED: the resource exists but does not take that operation
+	// (a method it does not serve).
+	ENOTALLOWED = "not_allowed"
+	// EUNAVAILABLE: fleetd or its store cannot serve now; retrying later
+	// may succeed.
+	EUNAVAILABLE = "unavailable"
+	// EOVERLOADED: the caller must slow down: fleetd has no room for more
+	// (a full ingest queue), or the caller used up its allowance (failed
+	// authentications).
+	EOVERLOADED = "overloaded"
+	EINTERNAL   = "internal"
 )
 
 // Error is the one error type of fleetd. Message is meant for the API user;
@@ -35,10 +46,12 @@ func Errorf(code, format string, args ...any) *Error {
 // ErrorCode returns the code of the first *Error in err's chain, EINTERNAL
 // for any other non-nil error, and "" for nil.
 func ErrorCode(err error) string {
-	var e *Error
 	if err == nil {
+		// Before e is declared: a nil error must cost no allocation.
 		return ""
-	} else if errors.As(err, &e) {
+	}
+	var e *Error
+	if errors.As(err, &e) {
 		return e.Code
 	}
 	return EINTERNAL
@@ -47,10 +60,11 @@ func ErrorCode(err error) string {
 // ErrorMessage returns the user-facing message of err. Errors that are not
 // *Error get a generic message so internals never leak to clients.
 func ErrorMessage(err error) string {
-	var e *Error
 	if err == nil {
 		return ""
-	} else if errors.As(err, &e) {
+	}
+	var e *Error
+	if errors.As(err, &e) {
 		return e.Message
 	}
 	return "internal error"

@@ -40,8 +40,8 @@ go_goroutines 7
 	}{
 		{0, "fleet_devices", map[string]string{"workspace": "acme"}, 12},
 		{1, "fleet_devices", map[string]string{"workspace": "we\"ird\\ws\n"}, 3},
-		{2, "fleet_sessions_ended_total", map[string]string{"status": "success", "workspace": "acme"}, 4},
-		{3, "fleet_session_seconds_total", map[string]string{"workspace": "acme"}, math.Inf(1)},
+		{2, "fleet_session_seconds_total", map[string]string{"workspace": "acme"}, math.Inf(1)},
+		{3, "fleet_sessions_ended_total", map[string]string{"status": "success", "workspace": "acme"}, 4},
 	}
 	for _, c := range checks {
 		s := fleet[c.i]

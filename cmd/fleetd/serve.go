@@ -208,11 +208,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		RedisMode: redisMode(embedded != nil, &c.redis), Queued: batcher.Queued, Started: started,
 		MaxBodyBytes: c.maxBodyBytes, MaxInflightBodyBytes: c.maxInflightBody, ThrottledLookups: c.throttledLookups, Limits: lm,
 	}
-	if err := api.CheckConfig(apiCfg); err != nil {
+	srv, err := api.New(apiCfg)
+	if err != nil {
 		batcher.Close()
 		return fs.Usagef("%v", err)
 	}
-	srv := api.New(apiCfg)
 	hs := &fasthttp.Server{
 		Handler:            inflight.Wrap(srv.Handler()),
 		ErrorHandler:       api.ErrorHandler,
