@@ -350,7 +350,7 @@ local function sjoin(a, b)
     r.en, r.gd, r.s, r._en, r._enn, r._gd, r._gdn = b.en, b.gd, b.s, b._en, b._enn, b._gd, b._gdn
   end
   -- b is what arrives: its write time is the later one.
-  if b.w or b._w then r.w, r._w, r._wn = b.w, b._w, b._wn end
+  if b.w or b._w and b._w ~= '' then r.w, r._w, r._wn = b.w, b._w, b._wn end
   return r
 end
 
