@@ -1,0 +1,84 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/fleetd/fleetd/fleet"
+)
+
+func TestDedupeByID(t *testing.T) {
+	s, _ := MustOpen(t)
+	apply(t, s, reg("d1", "acme", t0.Add(-time.Hour)))
+	wantResults(t, apply(t, s, online("d1", true, t0, "e1"), online("d1", true, t0, "e1")), fleet.Accepted, fleet.Duplicate)
+	// A redelivery a day later is still a duplicate (window ≥ 24 h).
+	s.SetClock(func() time.Time { return t0.Add(24 * time.Hour) })
+	wantResults(t, apply(t, s, online("d1", false, t0.Add(time.Second), "e1")), fleet.Duplicate)
+	if d := device(t, s, "acme", "d1"); !d.Online {
+		t.Fatal("a duplicate changed the device")
+	}
+}
+
+// De-duplication over three days with enough ids that the second and
+// third days use several buckets (sized from the day before): every
+// redelivery within the window is a duplicate, and the buckets stay small
+// hashes (listpack), which is what makes an id cost ~20 bytes.
+func TestDedupeAcrossDaysAndBuckets(t *testing.T) {
+	s, _ := MustOpen(t)
+	day := t0.Truncate(24 * time.Hour).Add(time.Hour)
+	s.SetClock(func() time.Time { return day })
+	apply(t, s, reg("d1", "acme", day.Add(-time.Hour)))
+	ts := day
+	batch := func(prefix string, n int) []fleet.Event {
+		var out []fleet.Event
+		for i := range n {
+			ts = ts.Add(time.Millisecond)
+			out = append(out, online("d1", i%2 == 0, ts, fmt.Sprintf("%s-%d", prefix, i)))
+		}
+		return out
+	}
+	want := func(res []fleet.Result, r fleet.Result, what string) {
+		t.Helper()
+		for i, got := range res {
+			if got != r {
+				t.Fatalf("%s: event %d is %v, want %v", what, i, got, r)
+			}
+		}
+	}
+	want(apply(t, s, batch("a", 600)...), fleet.Accepted, "day 1, new ids")
+	s.SetClock(func() time.Time { return day.Add(24 * time.Hour) })
+	want(apply(t, s, batch("a", 600)...), fleet.Duplicate, "day 2, day 1's ids again")
+	want(apply(t, s, batch("b", 600)...), fleet.Accepted, "day 2, new ids")
+	want(apply(t, s, batch("b", 600)...), fleet.Duplicate, "day 2, day 2's ids again")
+	s.SetClock(func() time.Time { return day.Add(48 * time.Hour) })
+	want(apply(t, s, batch("b", 600)...), fleet.Duplicate, "day 3, day 2's ids again")
+	want(apply(t, s, batch("c", 600)...), fleet.Accepted, "day 3, new ids")
+
+	// Day 2 sized its buckets from day 1's 600 ids: 16 buckets of ~38.
+	day2 := (day.UnixMilli() / dayMs) + 1
+	ctx := context.Background()
+	var keys, ids int64
+	for k := range 64 {
+		key := fmt.Sprintf("%ssn:%d:%d", wsPrefix("acme"), day2, k)
+		n, err := s.rdb.HLen(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			continue
+		}
+		keys++
+		ids += n
+		if enc, err := s.rdb.ObjectEncoding(ctx, key).Result(); err != nil || enc != "listpack" {
+			t.Fatalf("%s is %q (%v), want a listpack", key, enc, err)
+		}
+		if ttl, err := s.rdb.TTL(ctx, key).Result(); err != nil || ttl <= 0 {
+			t.Fatalf("%s has TTL %v (%v), want one", key, ttl, err)
+		}
+	}
+	if keys != 16 || ids != 600 {
+		t.Fatalf("day 2: %d ids in %d buckets, want 600 in 16", ids, keys)
+	}
+}

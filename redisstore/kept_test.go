@@ -1,0 +1,75 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/fleetd/fleetd/fleet"
+)
+
+func TestEventsBeforeRegistrationApplyOnRegister(t *testing.T) {
+	s, _ := MustOpen(t)
+	wantResults(t, apply(t, s,
+		online("d1", true, t0.Add(-30*time.Second), "o1"),
+		online("d1", false, t0.Add(-40*time.Second), ""),
+		started("d1", "s1", t0.Add(-5*time.Minute)),
+		ended("d1", "s1", "success", -1, t0.Add(-time.Minute)),
+		online("d1", true, t0, "o1"),
+	), fleet.Accepted, fleet.Stale, fleet.Accepted, fleet.Accepted, fleet.Duplicate)
+	wantResults(t, apply(t, s, reg("d1", "acme", t0.Add(-time.Hour))), fleet.Accepted)
+	d := device(t, s, "acme", "d1")
+	if !d.Online || !d.LastSeen.Equal(t0.Add(-30*time.Second)) {
+		t.Fatalf("device = %+v, want online (kept event applied), last_seen of the newest event", d)
+	}
+	if st := stats(t, s, "acme"); st.SessionSeconds != 240 || st.Online != 1 {
+		t.Fatalf("stats = %+v, want the kept session's 240 s", st)
+	}
+	// Kept events are dropped once applied: registering again changes nothing.
+	apply(t, s, reg("d1", "acme", t0))
+	if st := stats(t, s, "acme"); st.SessionSeconds != 240 {
+		t.Fatalf("replayed twice: %+v", st)
+	}
+	if keys := keysMatching(t, s, "fl:{d:*}:pend:*"); len(keys) != 0 {
+		t.Fatalf("kept events left behind: %v", keys)
+	}
+}
+
+// Kept sessions are bounded per device: past MaxKeptSessions the one with
+// the oldest start goes, counted in KeptDropped; the registration then
+// brings the kept ones home, and other devices are not touched.
+func TestKeptEventsBound(t *testing.T) {
+	b := newBackend(t)
+	b.cfg.MaxKeptSessions = 5
+	s := b.open(t)
+	var evs []fleet.Event
+	for i := range 8 {
+		evs = append(evs, ended("d1", fmt.Sprintf("s%d", i), "success", 60, t0.Add(time.Duration(i-20)*time.Minute)))
+	}
+	evs = append(evs, ended("d2", "x1", "success", 30, t0.Add(-time.Minute)))
+	apply(t, s, evs...)
+	if n := s.KeptDropped(); n != 3 {
+		t.Fatalf("dropped %d, want 3", n)
+	}
+	// One more, newer: the oldest kept goes; an older one than all kept goes itself.
+	apply(t, s, ended("d1", "s8", "success", 60, t0.Add(-2*time.Minute)), ended("d1", "old", "success", 60, t0.Add(-time.Hour)))
+	if n := s.KeptDropped(); n != 5 {
+		t.Fatalf("dropped %d, want 5", n)
+	}
+	apply(t, s, reg("d1", "a", t0.Add(-2*time.Hour)), reg("d2", "a", t0.Add(-2*time.Hour)))
+	p, err := s.ListSessions(context.Background(), "a", fleet.SessionFilter{}, "", 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, x := range p.Items {
+		got = append(got, x.ID)
+	}
+	if want := "[x1 s8 s7 s6 s5 s4]"; fmt.Sprint(got) != want {
+		t.Fatalf("sessions %v, want the newest 5 of d1 and d2's one, %s", got, want)
+	}
+	if left := keysMatching(t, s, "fl:{d:*}:p*"); len(left) != 0 {
+		t.Fatalf("kept events left after registration: %v", left)
+	}
+}
