@@ -195,18 +195,28 @@ func checkHistory(tb testing.TB, p picker, replicas []*Store, evs []fleet.Event)
 		if err := deliver(p, replicas, pe, k > 0, k > 1, mode); err != nil {
 			return fmt.Sprintf("%s: apply: %v", mode, err)
 		}
-		pw := model.Run(pe, ms(t0), model.Config{LiveBound: DefaultLiveSessionBound})
-		wss := []string{prefix + "w0", prefix + "w1", prefix + "w2"}
-		from, to := base-3600*1000, ms(t0)+3600*1000
-		gd, gs, gf, gu := observed(tb, replicas[0], wss, from, to)
-		wd, ws, wf, wu := expected(pw, wss, from, to)
-		for _, c := range []struct {
-			what      string
-			got, want any
-		}{{"devices", gd, wd}, {"sessions", gs, ws}, {"fleet series", gf, wf}, {"usage", gu, wu}} {
-			if diff := firstDifference(c.got, c.want); diff != "" {
-				return fmt.Sprintf("%s: %s differ: %s\nhistory (ids without the prefix %s):\n%s", mode, c.what, diff, prefix, historyJSON(evs))
-			}
+		if diff := differsFromModel(tb, replicas[0], pe, prefix, base-3600*1000); diff != "" {
+			return fmt.Sprintf("%s: %s\nhistory (ids without the prefix %s):\n%s", mode, diff, prefix, historyJSON(evs))
+		}
+	}
+	return ""
+}
+
+// differsFromModel reads the state of workspaces prefix+w0..w2 through s
+// and returns the first difference from the model of events evs, "" for
+// none; usage is read over [from, now+1h).
+func differsFromModel(tb testing.TB, s *Store, evs []fleet.Event, prefix string, from int64) string {
+	want := model.Run(evs, ms(t0), model.Config{LiveBound: DefaultLiveSessionBound})
+	wss := []string{prefix + "w0", prefix + "w1", prefix + "w2"}
+	to := ms(t0) + 3600*1000
+	gd, gs, gf, gu := observed(tb, s, wss, from, to)
+	wd, ws, wf, wu := expected(want, wss, from, to)
+	for _, c := range []struct {
+		what      string
+		got, want any
+	}{{"devices", gd, wd}, {"sessions", gs, ws}, {"fleet series", gf, wf}, {"usage", gu, wu}} {
+		if diff := firstDifference(c.got, c.want); diff != "" {
+			return c.what + " differ: " + diff
 		}
 	}
 	return ""
@@ -476,18 +486,8 @@ func TestCrashBetweenStepsHeals(t *testing.T) {
 				if err := s.Apply(context.Background(), []fleet.Event{last}, make([]fleet.Result, 1)); err != nil {
 					t.Fatal(err)
 				}
-				wss := []string{p + "w0", p + "w1", p + "w2"}
-				from, to := at(-60), ms(t0)+3600*1000
-				want := model.Run(pe, ms(t0), model.Config{LiveBound: DefaultLiveSessionBound})
-				gd, gs, gf, gu := observed(t, s, wss, from, to)
-				wd, ws, wf, wu := expected(want, wss, from, to)
-				for _, c := range []struct {
-					what      string
-					got, want any
-				}{{"devices", gd, wd}, {"sessions", gs, ws}, {"fleet series", gf, wf}, {"usage", gu, wu}} {
-					if diff := firstDifference(c.got, c.want); diff != "" {
-						t.Fatalf("after the redelivery, %s differ: %s", c.what, diff)
-					}
+				if diff := differsFromModel(t, s, pe, p, at(-60)); diff != "" {
+					t.Fatalf("after the redelivery, %s", diff)
 				}
 			})
 		}
