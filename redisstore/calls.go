@@ -76,7 +76,8 @@ type call struct {
 	ws   []string // per event, its workspace
 	devs []string // per device
 	recs []*recon // per device or session
-	sess []string // per session
+	sess []string // per session: its id
+	kept []string // per session: its kept copy, as read ("" for none)
 	rec  *recon
 	n    int // items, for group
 }

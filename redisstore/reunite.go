@@ -153,7 +153,8 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 			}
 			m := merges.add(home, wsDevKey(home), it.sid, joined.String())
 			m.devs = append(m.devs, it.r.device)
-			m.sess = append(m.sess, c.pending) // dropped once the home has it
+			m.sess = append(m.sess, it.sid)
+			m.kept = append(m.kept, c.pending) // dropped once the home has it
 		}
 		if err := s.exec(ctx, settles.calls); err != nil {
 			return err
@@ -194,9 +195,8 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 				code, _ := res[0].(int64)
 				switch {
 				case code == rAccepted || code == rDuplicate:
-					if pending := c.sess[k]; pending != "" {
-						d := c.devs[k]
-						sid := c.args[3+2*k].(string)
+					if pending := c.kept[k]; pending != "" {
+						d, sid := c.devs[k], c.sess[k]
 						b := idxKey(bucketOf(d))
 						unpends.add(b, b, d, hSession+sid, pending)
 					}
