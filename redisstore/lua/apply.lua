@@ -38,13 +38,14 @@ end
 if not (now and bound and retention) then return redis.error_reply('ERR fleetd: malformed arguments') end
 
 local out = {}
-local lastP, W, DEV, SS = nil, nil, nil, nil
+local lastP, W, DEV, SS, ON = nil, nil, nil, nil, nil
 for k = 1, n do
   local i = 5 + (k - 1) * 8
   local P, typ, d = ARGV[i], ARGV[i + 1], ARGV[i + 4]
   local t, tss = ts[k], ARGV[i + 3]
   if P ~= lastP then
-    lastP, W, DEV, SS = P, wsOf(P), P .. K_DEV, P .. K_SS
+    local K = wsk(P)
+    lastP, W, DEV, SS, ON = P, wsOf(P), K.dev, K.ss, K.on
   end
   local raw = rcall('HGET', DEV, d)
   local r = R_NOTHERE
@@ -73,7 +74,7 @@ for k = 1, n do
           else
             r = R_ACCEPTED
             if on ~= dev.on then
-              if on == 1 then rcall('ZADD', P .. K_ON, 0, d) else rcall('ZREM', P .. K_ON, d) end
+              if on == 1 then rcall('ZADD', ON, 0, d) else rcall('ZREM', ON, d) end
             end
             dev.on, dev.ot, dev._ot, dev._otn = on, t, tss, t
           end

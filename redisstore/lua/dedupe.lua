@@ -15,14 +15,16 @@
 -- some buckets into ordinary hashes, as large as a set, never wrong.
 
 local ddDay = tonumber(ARGV[2])
+local ddToday, ddYesterday = num(ddDay), num(ddDay - 1)
 local ddState = {} -- workspace prefix -> its day's buckets
 local function ddOf(P)
   local s = ddState[P]
   if s then return s end
-  local meta = P .. K_SN
-  local v = rcall('HMGET', meta, H_BUCKETS .. ddDay, H_BUCKETS .. (ddDay - 1))
+  local K = wsk(P)
+  local meta = K.sn
+  local v = rcall('HMGET', meta, H_BUCKETS .. ddToday, H_BUCKETS .. ddYesterday)
   local ba, by = tonumber(v[1]), tonumber(v[2])
-  local y = P .. K_SNDAY .. (ddDay - 1)
+  local y = K.snday .. ddYesterday
   local fresh = not ba
   if fresh then
     local ny = 0
@@ -30,7 +32,7 @@ local function ddOf(P)
     ba = 1
     while ba * 64 < ny and ba < 1048576 do ba = ba * 2 end
   end
-  s = {meta = meta, a = P .. K_SNDAY .. ddDay, ba = ba, ka = {}, fresh = fresh, y = y, by = by, ky = {}, marked = false, exp = {}}
+  s = {meta = meta, a = K.snday .. ddToday, ba = ba, ka = {}, fresh = fresh, y = y, by = by, ky = {}, marked = false, exp = {}}
   ddState[P] = s
   return s
 end
@@ -45,7 +47,7 @@ local function ddKey(cache, base, dg, b)
   end
   local k = cache[n]
   if not k then
-    k = base .. ':' .. n
+    k = base .. ':' .. num(n)
     cache[n] = k
   end
   return k
@@ -78,7 +80,7 @@ end
 local function ddFinish()
   for _, s in pairs(ddState) do
     if s.fresh and s.marked then
-      rcall('HSET', s.meta, H_BUCKETS .. ddDay, s.ba)
+      rcall('HSET', s.meta, H_BUCKETS .. ddToday, s.ba)
       local old = {}
       for d = ddDay - 9, ddDay - 2 do old[#old + 1] = H_BUCKETS .. d end
       rcall('HDEL', s.meta, unpack(old))

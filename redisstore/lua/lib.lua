@@ -12,6 +12,33 @@ local rcall, tonumber, floor, find, sub, byte, format, gmatch
 
 local function fmt(x) return format('%d', x) end
 
+-- Text that recurs, kept: the text of small numbers (days, bucket
+-- numbers: formatting costs a printf) and the key names of a workspace.
+-- It lives as long as the code does (the calls of the Functions library
+-- share it; a script run by EVALSHA has it for one call), and starts
+-- afresh past 4096 entries.
+local NUM, nnum, WSK, nwsk = {}, 0, {}, 0
+local function num(n)
+  local s = NUM[n]
+  if s then return s end
+  if nnum >= 4096 then NUM, nnum = {}, 0 end
+  s = format('%d', n)
+  NUM[n], nnum = s, nnum + 1
+  return s
+end
+
+-- wsk returns the key names of workspace prefix P.
+local function wsk(P)
+  local k = WSK[P]
+  if k then return k end
+  if nwsk >= 4096 then WSK, nwsk = {}, 0 end
+  k = {dev = P .. K_DEV, devs = P .. K_DEVS, on = P .. K_ON, ss = P .. K_SS, hist = P .. K_HIST, hd = P .. K_HD,
+    live = P .. K_LIVE, ends = P .. K_ENDS, hs = P .. K_HS, secd = P .. K_SECD, act = P .. K_ACT, tot = P .. K_TOT,
+    mv = P .. K_MV, sn = P .. K_SN, snday = P .. K_SNDAY}
+  WSK[P], nwsk = k, nwsk + 1
+  return k
+end
+
 local function opt(s)
   if s == nil or s == '' then return nil end
   return tonumber(s)
@@ -388,7 +415,8 @@ end
 -- status. (A month's usage is summed from its days when it is read.)
 local function scount(P, sid, old, new, retention)
   local d = (new or old).d
-  local hd = P .. K_HD .. d
+  local K = wsk(P)
+  local hd = K.hd .. d
   local oat, nat, olab, nlab = nil, nil, nil, nil
   if old then
     oat = sat(old)
@@ -401,19 +429,19 @@ local function scount(P, sid, old, new, retention)
     if nat ~= oat or nlab and nlab ~= olab then nats = satstr(new) end
   end
   if nat and nat ~= oat then
-    rcall('ZADD', P .. K_HIST, nats, sid)
+    rcall('ZADD', K.hist, nats, sid)
     rcall('ZADD', hd, nats, sid)
   end
-  if olab and olab ~= nlab then rcall('ZREM', P .. K_HS .. olab, sid) end
-  if nlab and (nlab ~= olab or nat ~= oat) then rcall('ZADD', P .. K_HS .. nlab, nats, sid) end
+  if olab and olab ~= nlab then rcall('ZREM', K.hs .. olab, sid) end
+  if nlab and (nlab ~= olab or nat ~= oat) then rcall('ZADD', K.hs .. nlab, nats, sid) end
   -- Sessions without an end, by start: live within the bound, abandoned
   -- after (both read from here).
   local olive = old and old.st and not old.en
   local nlive = new and new.st and not new.en
   if nlive then
-    if not olive or old.st ~= new.st then rcall('ZADD', P .. K_LIVE, nstr(new.st, new._stn, new._st), sid) end
+    if not olive or old.st ~= new.st then rcall('ZADD', K.live, nstr(new.st, new._stn, new._st), sid) end
   elseif olive then
-    rcall('ZREM', P .. K_LIVE, sid)
+    rcall('ZREM', K.live, sid)
   end
   local oe = old and old.en
   local ne = new and new.en
@@ -421,21 +449,21 @@ local function scount(P, sid, old, new, retention)
   if oe then odur = sdur(old) end
   if ne then ndur = sdur(new) end
   if oe and ne and old.en == new.en and odur == ndur and olab == nlab then return end
-  local tot = P .. K_TOT
+  local tot = K.tot
   if oe then
     local day = floor(old.en / DAY_MS)
     if ne and floor(new.en / DAY_MS) == day then
       -- The same day: move the seconds, keep the active device.
-      if ndur ~= odur then rcall('HINCRBY', P .. K_SECD, fmt(day), fmt(ndur - odur)) end
+      if ndur ~= odur then rcall('HINCRBY', K.secd, num(day), fmt(ndur - odur)) end
     else
-      rcall('HINCRBY', P .. K_SECD, fmt(day), fmt(-odur))
-      if not activeElsewhere(P, d, sid, old.en) then rcall('SREM', P .. K_ACT .. fmt(day), d) end
-      if not ne then rcall('ZREM', P .. K_ENDS, sid) end
+      rcall('HINCRBY', K.secd, num(day), fmt(-odur))
+      if not activeElsewhere(P, d, sid, old.en) then rcall('SREM', K.act .. num(day), d) end
+      if not ne then rcall('ZREM', K.ends, sid) end
     end
     if ndur ~= odur or not ne then rcall('HINCRBY', tot, H_SECONDS, fmt(ndur - odur)) end
     if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. olab, -1) end
     if not ne then return end
-    if old.en ~= new.en then rcall('ZADD', P .. K_ENDS, nstr(new.en, new._enn, new._en), sid) end
+    if old.en ~= new.en then rcall('ZADD', K.ends, nstr(new.en, new._enn, new._en), sid) end
     if floor(new.en / DAY_MS) == day then
       if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. nlab, 1) end
       return
@@ -444,16 +472,16 @@ local function scount(P, sid, old, new, retention)
   if not ne then return end
   -- A new end (or one moved to another day).
   local day = floor(new.en / DAY_MS)
-  local days = fmt(day)
+  local days = num(day)
   if not oe then
-    rcall('ZADD', P .. K_ENDS, nstr(new.en, new._enn, new._en), sid)
+    rcall('ZADD', K.ends, nstr(new.en, new._enn, new._en), sid)
     rcall('HINCRBY', tot, H_SECONDS, fmt(ndur))
     rcall('HINCRBY', tot, H_ENDED .. nlab, 1)
   elseif olab ~= nlab then
     rcall('HINCRBY', tot, H_ENDED .. nlab, 1)
   end
-  rcall('HINCRBY', P .. K_SECD, days, fmt(ndur))
-  local act = P .. K_ACT .. days
+  rcall('HINCRBY', K.secd, days, fmt(ndur))
+  local act = K.act .. days
   if rcall('SADD', act, d) == 1 then
     rcall('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
   end
@@ -465,8 +493,9 @@ end
 -- moving until Go settles it (settle.lua).
 local function stomb(P, sid, counted, content, home, retention)
   if counted then scount(P, sid, counted, nil, retention) end
-  rcall('HSET', P .. K_SS, sid, '~' .. (home or '') .. ',' .. sput(content))
-  rcall('SADD', P .. K_MV .. content.d, sid)
+  local K = wsk(P)
+  rcall('HSET', K.ss, sid, '~' .. (home or '') .. ',' .. sput(content))
+  rcall('SADD', K.mv .. content.d, sid)
 end
 
 ---------------------------------------------------------------------------
