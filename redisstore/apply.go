@@ -171,7 +171,8 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 				c.idx = append(c.idx, i)
 				continue
 			}
-			c := applies.add(s.wsGroup(ws), wsDevKey(ws), wsPrefix(ws), typ, deliveryDigest(e.ID), e.TS, e.DeviceID, e.SessionID, x, dur)
+			c := applies.add(s.wsGroup(ws), wsDevKey(ws), wsPrefix(ws), typ, deliveryDigest(e.ID), e.TS, e.DeviceID, e.SessionID, x, dur,
+				strconv.FormatInt(e.TS, 36))
 			c.idx = append(c.idx, i)
 			c.ws = append(c.ws, ws)
 		}

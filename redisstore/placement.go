@@ -19,11 +19,14 @@ type placement struct {
 	ws  string
 }
 
+// String encodes the placement: "TS+WS" or "TS-", TS in base 36 (8
+// characters for a time in ms, where decimal takes 13: the index holds one
+// per device).
 func (p placement) String() string {
 	if p.del {
-		return strconv.FormatInt(p.ts, 10) + "-"
+		return strconv.FormatInt(p.ts, 36) + "-"
 	}
-	return strconv.FormatInt(p.ts, 10) + "+" + p.ws
+	return strconv.FormatInt(p.ts, 36) + "+" + p.ws
 }
 
 // history is a device's placements in placement order: ts, a delete after
@@ -47,7 +50,7 @@ func parseHistory(h string) (history, bool) {
 		if i <= 0 {
 			return nil, false
 		}
-		ts, err := strconv.ParseInt(e[:i], 10, 64)
+		ts, err := strconv.ParseInt(e[:i], 36, 64)
 		if err != nil {
 			return nil, false
 		}

@@ -11,7 +11,8 @@ import (
 )
 
 // deviceRecord is a device as stored in fl:{w:W}:dev (lib.lua, dget):
-// "ON,OT,LS,RG,H;" followed by the JSON of the cold fields.
+// "ON,OT,LS,RG,H;" followed by the JSON of the cold fields; the times are
+// in base 36.
 type deviceRecord struct {
 	On       int
 	LastSeen int64
@@ -38,7 +39,7 @@ func parseDeviceRecord(raw string) (deviceRecord, error) {
 		return r, fmt.Errorf("malformed device record %q", raw)
 	}
 	r.On, _ = strconv.Atoi(f[0])
-	r.LastSeen, _ = strconv.ParseInt(f[2], 10, 64)
+	r.LastSeen, _ = strconv.ParseInt(f[2], 36, 64)
 	r.History = f[4]
 	if err := json.Unmarshal([]byte(cold), &r.coldFields); err != nil {
 		return r, fmt.Errorf("malformed device record %q: %w", raw, err)

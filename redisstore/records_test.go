@@ -68,3 +68,27 @@ return {sput(sjoin(a, b)), sput(a), fmt(sat(sjoin(a, b)))}`)
 		}
 	})
 }
+
+// TestBase36MatchesGo: the device record's times are base 36, written by
+// Go (strconv) and by Lua (b36s) and read by both.
+func TestBase36MatchesGo(t *testing.T) {
+	s, _ := MustOpenSingle(t)
+	sc := redis.NewScript(prelude() + luaFile("lib") + "\n" + scriptStart + `
+local out = {}
+for i = 1, #ARGV do out[#out + 1] = b36s(tonumber(ARGV[i])) .. ' ' .. fmt(b36n(ARGV[i + 0] and b36s(tonumber(ARGV[i])))) end
+return out`)
+	nums := []int64{0, 1, 35, 36, 1782631800000, 253402300799999, -1, -62135596800000}
+	args := make([]any, len(nums))
+	for i, n := range nums {
+		args[i] = n
+	}
+	got, err := sc.Run(context.Background(), s.rdb, []string{"k"}, args...).StringSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nums {
+		if want := strconv.FormatInt(n, 36) + " " + strconv.FormatInt(n, 10); got[i] != want {
+			t.Errorf("%d: Lua %q, Go %q", n, got[i], want)
+		}
+	}
+}

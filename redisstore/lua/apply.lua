@@ -4,9 +4,10 @@
 -- commit); on a cluster a call carries one workspace, since a script may
 -- only touch one slot. KEYS[1] = fl:{w:W}:dev of the first event's
 -- workspace (routing only).
--- ARGV: now, day, live bound ms, retention ms, then 8 fields per event:
+-- ARGV: now, day, live bound ms, retention ms, then 9 fields per event:
 -- workspace key prefix, type, delivery id digest, ts, device, session,
--- x (online "1"/"0", or status), durationSec ("" when absent).
+-- x (online "1"/"0", or status), durationSec ("" when absent), and ts in
+-- base 36 (the device record's text of it).
 -- Returns one code per event: a result (R_ACCEPTED, R_DUPLICATE,
 -- R_STALE), or R_NOTHERE (the event's home is not this workspace; nothing
 -- was written for it), or R_MOVED (the session lives elsewhere now; its
@@ -24,10 +25,10 @@ local bound, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 
 -- Check everything before writing anything, so that a bad argument fails
 -- the call with nothing applied.
-local n = (#ARGV - 4) / 8
+local n = (#ARGV - 4) / 9
 local ts = {}
 for k = 1, n do
-  local i = 5 + (k - 1) * 8
+  local i = 5 + (k - 1) * 9
   local t, typ, gd = tonumber(ARGV[i + 3]), ARGV[i + 1], ARGV[i + 7]
   local g = gd ~= '' and tonumber(gd)
   if not t or typ ~= T_ONLINE_S and typ ~= T_STARTED_S and typ ~= T_ENDED_S or g == nil or g and (g < 0 or g > MAX_DURATION) then
@@ -40,9 +41,9 @@ if not (now and bound and retention) then return redis.error_reply('ERR fleetd: 
 local out = {}
 local lastP, W, DEV, SS, ON = nil, nil, nil, nil, nil
 for k = 1, n do
-  local i = 5 + (k - 1) * 8
+  local i = 5 + (k - 1) * 9
   local P, typ, d = ARGV[i], ARGV[i + 1], ARGV[i + 4]
-  local t, tss = ts[k], ARGV[i + 3]
+  local t, tss, t36 = ts[k], ARGV[i + 3], ARGV[i + 8]
   if P ~= lastP then
     local K = wsk(P)
     lastP, W, DEV, SS, ON = P, wsOf(P), K.dev, K.ss, K.on
@@ -76,9 +77,9 @@ for k = 1, n do
             if on ~= dev.on then
               if on == 1 then rcall('ZADD', ON, 0, d) else rcall('ZREM', ON, d) end
             end
-            dev.on, dev.ot, dev._ot, dev._otn = on, t, tss, t
+            dev.on, dev.ot, dev._ot, dev._otn = on, t, t36, t
           end
-          lsmax(dev, t, tss)
+          lsmax(dev, t, t36)
           rcall('HSET', DEV, d, dput(dev))
         end
         r = r + flags
@@ -122,7 +123,7 @@ for k = 1, n do
       end
       -- Last seen counts every event about the device.
       if r ~= R_NOTHERE and (dev.ls == nil or t > dev.ls) then
-        lsmax(dev, t, tss)
+        lsmax(dev, t, t36)
         rcall('HSET', DEV, d, dput(dev))
       end
     end

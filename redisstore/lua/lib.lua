@@ -72,20 +72,53 @@ end
 -- wsOf returns the workspace id of a key prefix "fl:{w:W}:".
 local function wsOf(P) return sub(P, 7, -3) end
 
+-- Device records and placement histories keep their times in base 36 (8
+-- characters for a time in ms, where decimal takes 13), so that a record
+-- stays within the 64 bytes of a Redis listpack value, a workspace's
+-- records a compact hash, and the index small.
+local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
+
+local function b36n(s)
+  if s == '' then return nil end
+  if byte(s, 1) == 45 then return -tonumber(sub(s, 2), 36) end
+  return tonumber(s, 36)
+end
+
+local function b36s(n)
+  if n == nil then return '' end
+  local neg = n < 0
+  if neg then n = -n end
+  local t = ''
+  repeat
+    local d = n % 36
+    t = sub(B36, d + 1, d + 1) .. t
+    n = (n - d) / 36
+  until n == 0
+  if neg then return '-' .. t end
+  return t
+end
+
+-- nstr36 is nstr for the base 36 text of a device record.
+local function nstr36(n, n0, s0)
+  if n == nil then return '' end
+  if n == n0 then return s0 end
+  return b36s(n)
+end
+
 ---------------------------------------------------------------------------
 -- Placement history: a device's registrations ("TS+WS") and deletes
--- ("TS-"), '/'-joined in placement order, the newest HISTORY_MAX kept. It
+-- ("TS-"), TS in base 36, '/'-joined in placement order, the newest HISTORY_MAX kept. It
 -- only grows (a set union), so copies merge in any order.
 
 local function hentry(ts, del, ws)
-  if del then return {ts = ts, del = true, ws = '', raw = fmt(ts) .. '-'} end
-  return {ts = ts, del = false, ws = ws, raw = fmt(ts) .. '+' .. ws}
+  if del then return {ts = ts, del = true, ws = '', raw = b36s(ts) .. '-'} end
+  return {ts = ts, del = false, ws = ws, raw = b36s(ts) .. '+' .. ws}
 end
 
 local function hparse(h)
   local out = {}
-  for ts, k, ws in gmatch(h, '(%-?%d+)([%+%-])([^/]*)') do
-    out[#out + 1] = {ts = tonumber(ts), del = (k == '-'), ws = ws, raw = ts .. k .. ws}
+  for ts, k, ws in gmatch(h, '(%-?[0-9a-z]+)([%+%-])([^/]*)') do
+    out[#out + 1] = {ts = b36n(ts), del = (k == '-'), ws = ws, raw = ts .. k .. ws}
   end
   return out
 end
@@ -195,6 +228,7 @@ end
 
 ---------------------------------------------------------------------------
 -- Device record, fl:{w:W}:dev field D: "ON,OT,LS,RG,H;COLD"
+--   (times in base 36: b36n, b36s)
 --   ON   1 online, 0 offline; OT the ts of the presence that decided it
 --        ("" when none yet); LS last seen; RG the ts of the registration
 --        whose name/os/user COLD holds ("" when none arrived here);
@@ -223,7 +257,7 @@ local function dget(raw)
   local c = find(raw, ',', b + 1, true)
   local p = find(raw, ';', c + 1, true)
   local ots, lss = sub(raw, 3, a - 1), sub(raw, a + 1, b - 1)
-  local ot, ls = opt(ots), opt(lss)
+  local ot, ls = b36n(ots), b36n(lss)
   -- RG is read when asked for (drg): the hot path never needs it.
   return {on = byte(raw, 1) - 48, ot = ot, ls = ls, h = sub(raw, c + 1, p - 1),
     cold = sub(raw, p + 1), _ot = ots, _otn = ot, _ls = lss, _lsn = ls, _rg = sub(raw, b + 1, c - 1)}
@@ -232,15 +266,16 @@ end
 -- drg returns the record's registration ts (nil for none).
 local function drg(v)
   if not v._rgread then
-    v.rg, v._rgn, v._rgread = opt(v._rg), opt(v._rg), true
+    v.rg, v._rgread = b36n(v._rg or ''), true
+    v._rgn = v.rg
   end
   return v.rg
 end
 
 local function dput(v)
   local rg = v._rg or ''
-  if v._rgread then rg = nstr(v.rg, v._rgn, v._rg) end
-  return ONS[v.on] .. ',' .. nstr(v.ot, v._otn, v._ot) .. ',' .. nstr(v.ls, v._lsn, v._ls) .. ',' ..
+  if v._rgread then rg = nstr36(v.rg, v._rgn, v._rg) end
+  return ONS[v.on] .. ',' .. nstr36(v.ot, v._otn, v._ot) .. ',' .. nstr36(v.ls, v._lsn, v._ls) .. ',' ..
     rg .. ',' .. v.h .. ';' .. v.cold
 end
 
@@ -273,7 +308,7 @@ local function pnewer(v, ts, on)
   return -1
 end
 
--- lsmax raises last seen to ts (whose text tss, if given, is kept).
+-- lsmax raises last seen to ts (whose base 36 text tss, if given, is kept).
 local function lsmax(v, ts, tss)
   if ts and (v.ls == nil or ts > v.ls) then
     v.ls = ts
