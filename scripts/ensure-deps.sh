@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the servers that fleetd's integration tests run for real:
-# redis-server (and redis-cli), prometheus + promtool, wrk for benchmarks,
+# redis-server (and redis-cli), prometheus + promtool,
 # docker-compose, whose parser checks docker-compose.yml (no Docker
 # engine is needed for `docker-compose config`),
 # chromium for the web console's browser test (api/console_browser_test.go),
 # and lua-check (luacheck), which redisstore's TestLuaLint runs over the scripts.
-# `ensure-deps.sh cost` also installs valgrind (callgrind, for make cost).
+# `ensure-deps.sh cost` also installs valgrind (callgrind, for make cost),
+# `ensure-deps.sh wrk` wrk (scripts/wrk-compare.sh, scripts/wrk-api.sh).
 set -euo pipefail
 need=()
 [ "${1:-}" = cost ] && { command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind); }
+[ "${1:-}" = wrk ] && { command -v wrk >/dev/null 2>&1 || need+=(wrk); }
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli    >/dev/null 2>&1 || need+=(redis-tools)
 command -v prometheus   >/dev/null 2>&1 || need+=(prometheus)

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}; conns=${2:-64}
+scripts/ensure-deps.sh wrk
 BARE=1
 . scripts/stack.sh
 KEY=$("$tmp/fleetd" keys create --workspace bench 2>/dev/null)

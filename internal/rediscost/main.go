@@ -10,7 +10,9 @@
 // so that each is exactly one Store.Apply call (one group commit of
 // fleetd): single-event requests, then batches. With --steady it goes on
 // to the fleet's second day (its de-duplication state sized from a first
-// day of traffic) and measures the same phases there.
+// day of traffic) and measures the same phases there, from --day2-at
+// (midday by default: a store may look at yesterday's marks only for
+// events whose ts is early in the day).
 //
 // It drives the store only through redisstore's public API (Open, Apply,
 // SetClock, Close) and the fleet types, never through key names or
@@ -62,6 +64,7 @@ type config struct {
 	single             int
 	batches, batchSize int
 	steady             bool
+	day2At             time.Duration
 	sessionsPerDevice  float64
 	livePerDevice      float64
 	onlineFraction     float64
@@ -88,6 +91,7 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.IntVar(&c.batches, "batches", 40, "requests of the batch phase")
 	fs.IntVar(&c.batchSize, "batch-size", 100, "events per request of the batch phase")
 	fs.BoolVar(&c.steady, "steady", false, "also measure both phases on the fleet's second day (steady-state de-duplication)")
+	fs.DurationVar(&c.day2At, "day2-at", 12*time.Hour, "time of day (UTC) from which the second day's phases are measured; 0: straight after its warm-up (01:00 plus the warm-up's span)")
 	fs.Float64Var(&c.sessionsPerDevice, "sessions-per-device", 0.6, "ended sessions per device in the setup")
 	fs.Float64Var(&c.livePerDevice, "live-per-device", 0.05, "live sessions per device in the setup (the ones the mix ends)")
 	fs.Float64Var(&c.onlineFraction, "online-fraction", 0.5, "devices online after the setup (the mix's flips keep about half online)")
@@ -116,6 +120,8 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 		return c, fmt.Errorf("%w: --shape must be large or small", errUsage)
 	case c.single < 0 || c.batches < 0 || c.batchSize < 1 || c.workspaces < 0 || c.devices < 0 || c.top < 0:
 		return c, fmt.Errorf("%w: counts must not be negative, --batch-size at least 1", errUsage)
+	case c.day2At < 0 || c.day2At >= 24*time.Hour:
+		return c, fmt.Errorf("%w: --day2-at must be a time of day, 0 to 23h59m", errUsage)
 	}
 	if c.workspaces == 0 {
 		c.workspaces = sh.workspaces
@@ -197,7 +203,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := d.warm(ctx, day1/2); err != nil {
 		return fmt.Errorf("day-2 warm-up: %w", err)
 	}
-	fmt.Fprintf(d.out, "\nday 2: %d delivery ids on day 1, %d so far on day 2\n", day1, d.dayIDs)
+	// The store may treat an event by its time of day (a delivery id can
+	// only have first arrived yesterday if its ts is early today), so the
+	// measured phases are moved to --day2-at: midday by default.
+	if at := d.day - 3600000 + d.cfg.day2At.Milliseconds(); d.mix.ts < at {
+		d.mix.ts, d.now = at, max(d.now, at)
+	}
+	fmt.Fprintf(d.out, "\nday 2: %d delivery ids on day 1, %d so far on day 2; measured from %s UTC\n",
+		day1, d.dayIDs, time.UnixMilli(d.mix.ts).UTC().Format("15:04:05"))
 	return d.phases(ctx, cfg.shape+"/day2-")
 }
 

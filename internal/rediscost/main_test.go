@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,10 +44,25 @@ func TestRunFewEvents(t *testing.T) {
 			t.Errorf("%s: commands per event %q, want at least 1", f[0], f[4])
 		}
 	}
-	for _, s := range []string{"== small/single: 20 events in 20 requests of 1", "== small/day2-batch10: 30 events in 3 requests of 10", "Redis commands per event: "} {
+	for _, s := range []string{"== small/single: 20 events in 20 requests of 1", "== small/day2-batch10: 30 events in 3 requests of 10", "Redis commands per event: ",
+		"so far on day 2; measured from 12:00:00 UTC"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("output lacks %q:\n%s", s, out.String())
 		}
+	}
+}
+
+// TestDay2AtIsATimeOfDay: --day2-at outside [0, 24h) is a usage error.
+func TestDay2AtIsATimeOfDay(t *testing.T) {
+	for _, v := range []string{"-1h", "24h", "30h"} {
+		_, err := parseFlags([]string{"--addr", "x:1", "--day2-at", v}, &bytes.Buffer{})
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--day2-at") {
+			t.Errorf("--day2-at %s: %v, want a usage error naming the flag", v, err)
+		}
+	}
+	c, err := parseFlags([]string{"--addr", "x:1", "--day2-at", "0"}, &bytes.Buffer{})
+	if err != nil || c.day2At != 0 {
+		t.Errorf("--day2-at 0: %v, %v; want accepted", c.day2At, err)
 	}
 }
 
