@@ -9,9 +9,11 @@
 #               makes 32 requests: the valid key's answers (429 count)
 #   kept        100,000 session events for an unregistered device, then its
 #               registration (up to 14 attempts) while another sender posts
-#               200 webhooks/s: the registration's answers, that sender's
-#               p50/p99 before, during and after, fleetd_pending_dropped_total,
-#               the sessions the REST API then lists for the device
+#               200 webhooks/s, every other one to a second replica on the
+#               same Redis: the registration's answers, that sender's
+#               p50/p99 before, during and after (per replica),
+#               fleetd_pending_dropped_total, the sessions the REST API then
+#               lists for the device
 #   workspaces  /metrics scrape time and fleetd's RSS at 10,000, 100,000 and
 #               500,000 workspaces (one device each; fleetd runs with
 #               --max-workspaces 0 when it has the flag), and when the
@@ -46,11 +48,18 @@ fi
 "$bin" --addr 127.0.0.1:$fport --log-level warn "${extra[@]}" "$@" &
 fpid=$!
 until curl -sf localhost:$fport/readyz >/dev/null; do sleep 0.1; done
+other=()
+if [ "$case" = kept ]; then
+  oport=$(freeport 28000)
+  "$bin" --addr 127.0.0.1:$oport --log-level warn "$@" &
+  until curl -sf localhost:$oport/readyz >/dev/null; do sleep 0.1; done
+  other=(-other-addr 127.0.0.1:$oport)
+fi
 key=
 case $case in throttle|kept|statuses|listings) key=$("$bin" keys create --workspace acme 2>/dev/null) ;; esac
 echo "fleetd: $bin ${extra[*]} $*"
 echo "load: $(uptime)"
 # Every case is bounded on its own; this bounds a wedged one.
-timeout 900 "$tmp/abuse" -addr 127.0.0.1:$fport -pid $fpid -secret "$FLEETD_WEBHOOK_SECRET" -key "$key" -workspace acme ${ABUSE_FLAGS:-} "$case"
+timeout 900 "$tmp/abuse" -addr 127.0.0.1:$fport -pid $fpid -secret "$FLEETD_WEBHOOK_SECRET" -key "$key" -workspace acme "${other[@]}" ${ABUSE_FLAGS:-} "$case"
 echo "load: $(uptime)"
 echo "redis: $(redis-cli -p $rport info memory | grep '^used_memory_human' | tr -d '\r')"

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -12,13 +13,15 @@ type keptResult struct {
 	Sent       time.Duration // the kept events, all requests
 	Attempts   []attempt     // the registration's, in order
 	Registered bool          // one attempt answered 200
-	Before     steadyPhase   // the other sender's webhooks before the registration,
-	During     steadyPhase   // while it was being answered (all attempts),
-	After      steadyPhase   // and after
-	Dropped    float64       // fleetd_pending_dropped_total
-	HasDropped bool          // the metric is there at all
-	Listed     int           // sessions the REST API lists for the device
-	ListErr    error
+	// The other sender's webhooks to the same replica before the
+	// registration, while it was being answered (all attempts) and
+	// after; Other* the same to the other replica (-other-addr).
+	Before, During, After                steadyPhase
+	OtherBefore, OtherDuring, OtherAfter steadyPhase
+	Dropped                              float64 // fleetd_pending_dropped_total
+	HasDropped                           bool    // the metric is there at all
+	Listed                               int     // sessions the REST API lists for the device
+	ListErr                              error
 }
 
 type attempt struct {
@@ -38,9 +41,11 @@ func (p steadyPhase) String() string { return p.spread.String() + ", " + codes(p
 // registration has placed, then registers it in o.workspace, retried on
 // 503/429 up to 14 attempts, while another sender posts o.rate webhooks a
 // second (one online change each) for o.others registered devices of
-// another workspace; it reports the registration's answers, that sender's
-// latency before, during and after it, fleetd_pending_dropped_total and
-// how many sessions the REST API lists for the device.
+// another workspace, to the same replica or, every other one, to another
+// replica on the same Redis when o.otherAddr is set; it reports the
+// registration's answers, that sender's latency before, during and after
+// it, fleetd_pending_dropped_total and how many sessions the REST API
+// lists for the device.
 func kept(o options) (keptResult, error) {
 	var r keptResult
 	const dev = "kept-1"
@@ -73,9 +78,10 @@ func kept(o options) (keptResult, error) {
 	// The other sender, open loop: one request every 1/rate s, each on
 	// its own goroutine, so a slow answer does not hold the next back.
 	type sample struct {
-		at   time.Time
-		took time.Duration
-		code int
+		at    time.Time
+		took  time.Duration
+		code  int
+		other bool // sent to o.otherAddr
 	}
 	var (
 		mu      sync.Mutex
@@ -94,14 +100,18 @@ func kept(o options) (keptResult, error) {
 			}
 			online := (n/o.others)%2 == 0
 			e := event{Type: "device.online.changed", Device: "other-" + strconv.Itoa(n%o.others), Online: &online, TS: time.Now().UnixMilli()}
+			to, other := o, o.otherAddr != "" && n%2 == 1
+			if other {
+				to.addr = o.otherAddr
+			}
 			wg.Go(func() {
 				at := time.Now()
-				code, _, took, err := o.post([]event{e})
+				code, _, took, err := to.post([]event{e})
 				if err != nil {
 					code = 0
 				}
 				mu.Lock()
-				samples = append(samples, sample{at, took, code})
+				samples = append(samples, sample{at, took, code, other})
 				mu.Unlock()
 			})
 		}
@@ -129,11 +139,11 @@ func kept(o options) (keptResult, error) {
 	time.Sleep(o.phase) // after
 	close(stop)
 	wg.Wait()
-	phase := func(from, to time.Time) steadyPhase {
+	phase := func(other bool, from, to time.Time) steadyPhase {
 		p := steadyPhase{Codes: map[int]int{}}
 		var ds []time.Duration
 		for _, s := range samples {
-			if !s.at.Before(from) && s.at.Before(to) {
+			if s.other == other && !s.at.Before(from) && s.at.Before(to) {
 				ds = append(ds, s.took)
 				p.Codes[s.code]++
 			}
@@ -141,9 +151,12 @@ func kept(o options) (keptResult, error) {
 		p.spread = spreadOf(ds)
 		return p
 	}
-	r.Before = phase(regStart.Add(-o.phase), regStart)
-	r.During = phase(regStart, regEnd)
-	r.After = phase(regEnd, regEnd.Add(o.phase))
+	r.Before = phase(false, regStart.Add(-o.phase), regStart)
+	r.During = phase(false, regStart, regEnd)
+	r.After = phase(false, regEnd, regEnd.Add(o.phase))
+	r.OtherBefore = phase(true, regStart.Add(-o.phase), regStart)
+	r.OtherDuring = phase(true, regStart, regEnd)
+	r.OtherAfter = phase(true, regEnd, regEnd.Add(o.phase))
 
 	sc, err := o.scrape()
 	if err != nil {
@@ -152,15 +165,24 @@ func kept(o options) (keptResult, error) {
 	r.Dropped, r.HasDropped = metricValue(sc.Text, "fleetd_pending_dropped_total")
 	r.Listed, r.ListErr = o.listSessions("device_id="+dev, o.events/500+2)
 
-	fmt.Fprintf(o.out, "kept: registration of %s in %s: %d attempt(s):", dev, o.workspace, len(r.Attempts))
+	var line strings.Builder
 	for _, a := range r.Attempts {
-		fmt.Fprintf(o.out, " %d in %s;", a.Code, ms(a.Took))
+		fmt.Fprintf(&line, " %d in %s;", a.Code, ms(a.Took))
 	}
-	fmt.Fprintf(o.out, " answered 200: %v, %v from the first attempt to the last answer\n", r.Registered, regEnd.Sub(regStart).Round(time.Millisecond))
-	fmt.Fprintf(o.out, "kept: other sender, %d webhooks/s (one online change of %d devices of workspace others):\n", o.rate, o.others)
-	fmt.Fprintf(o.out, "kept:   before (%v): %v\n", o.phase, r.Before)
-	fmt.Fprintf(o.out, "kept:   during (%v): %v\n", regEnd.Sub(regStart).Round(time.Millisecond), r.During)
-	fmt.Fprintf(o.out, "kept:   after  (%v): %v\n", o.phase, r.After)
+	fmt.Fprintf(o.out, "kept: registration of %s in %s: %d attempt(s):%s answered 200: %v, %v from the first attempt to the last answer\n",
+		dev, o.workspace, len(r.Attempts), line.String(), r.Registered, regEnd.Sub(regStart).Round(time.Millisecond))
+	fmt.Fprintf(o.out, "kept: other sender, %d webhooks/s (one online change each, %d devices of workspace others), by the time each was sent:\n", o.rate, o.others)
+	report := func(where string, before, during, after steadyPhase) {
+		fmt.Fprintf(o.out, "kept:   %s: before (%v): %v\n", where, o.phase, before)
+		fmt.Fprintf(o.out, "kept:   %s: during (%v): %v\n", where, regEnd.Sub(regStart).Round(time.Millisecond), during)
+		fmt.Fprintf(o.out, "kept:   %s: after  (%v): %v\n", where, o.phase, after)
+	}
+	if o.otherAddr == "" {
+		report("same replica", r.Before, r.During, r.After)
+	} else {
+		report("same replica (half)", r.Before, r.During, r.After)
+		report("other replica (half)", r.OtherBefore, r.OtherDuring, r.OtherAfter)
+	}
 	if r.HasDropped {
 		fmt.Fprintf(o.out, "kept: fleetd_pending_dropped_total %.0f\n", r.Dropped)
 	} else {

@@ -60,6 +60,7 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of concurrent scrapes (scrapes)")
 	flag.StringVar(&o.workspace, "workspace", "acme", "the workspace of -key (kept, statuses, listings)")
 	flag.IntVar(&o.events, "events", 100_000, "session events kept for the unregistered device (kept)")
+	flag.StringVar(&o.otherAddr, "other-addr", "", "another replica on the same Redis: the other sender sends every other webhook there (kept)")
 	flag.IntVar(&o.rate, "rate", 200, "webhooks a second of the other sender (kept)")
 	flag.IntVar(&o.others, "others", 1000, "registered devices of the other sender (kept)")
 	flag.DurationVar(&o.phase, "phase", 3*time.Second, "the other sender's traffic measured before and after the registration (kept)")
@@ -123,7 +124,7 @@ type options struct {
 	workspaces, scrapers, rounds int
 
 	out                    io.Writer // the report of the newer cases
-	workspace              string
+	workspace, otherAddr   string
 	events, rate, others   int
 	phase, overflowWait    time.Duration
 	scrapeGap              time.Duration

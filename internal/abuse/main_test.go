@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fleetd/fleetd/internal/redistest"
+	"github.com/fleetd/fleetd/internal/syncbuf"
 )
 
 // The cases of scripts/bounds.sh at a tiny size, each against a real
@@ -57,15 +57,37 @@ func TestMain(m *testing.M) {
 
 // mustDaemon starts a redis-server and fleetd with flags on loopback and
 // returns the driver's options for it, with an API key of workspace acme
-// when withKey (which makes acme a known workspace).
-func mustDaemon(t *testing.T, withKey bool, flags ...string) options {
+// when withKey (which makes acme a known workspace), and the environment
+// that starts another replica on the same Redis (mustReplica).
+func mustDaemon(t *testing.T, withKey bool, flags ...string) (options, []string) {
 	t.Helper()
 	bin := mustFleetd(t)
 	srv := redistest.Start(t)
-	addr := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
 	env := append(os.Environ(), "FLEETD_REDIS_URL="+srv.URL, "FLEETD_WEBHOOK_SECRET=abuse-test-secret")
-	var log bytes.Buffer
-	cmd := exec.Command(bin, append([]string{"serve", "--addr", addr, "--log-level", "warn", "--shutdown-grace", "0s"}, flags...)...)
+	addr, pid := mustReplica(t, env, flags...)
+	o := options{addr: addr, pid: pid, secret: "abuse-test-secret",
+		out: &testWriter{t: t}, workspace: "acme", samples: 2, scrapeGap: 0, overflowWait: 5 * time.Second}
+	if withKey {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		keys := exec.CommandContext(ctx, bin, "keys", "create", "--workspace", "acme")
+		keys.Env = env
+		key, err := keys.Output()
+		if err != nil {
+			t.Fatalf("fleetd keys create: %v", err)
+		}
+		o.key = strings.TrimSpace(string(key))
+	}
+	return o, env
+}
+
+// mustReplica starts fleetd with env and flags on a free loopback port,
+// waits until it is ready and stops it when the test ends.
+func mustReplica(t *testing.T, env []string, flags ...string) (addr string, pid int) {
+	t.Helper()
+	addr = "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	var log syncbuf.Buffer
+	cmd := exec.Command(mustFleetd(t), append([]string{"serve", "--addr", addr, "--log-level", "warn", "--shutdown-grace", "0s"}, flags...)...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, &log, &log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start fleetd: %v", err)
@@ -81,7 +103,7 @@ func mustDaemon(t *testing.T, withKey bool, flags ...string) options {
 			<-done
 		}
 		if t.Failed() {
-			t.Logf("fleetd log:\n%s", log.String())
+			t.Logf("fleetd on %s, log:\n%s", addr, log.String())
 		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -90,7 +112,7 @@ func mustDaemon(t *testing.T, withKey bool, flags ...string) options {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				break
+				return addr, cmd.Process.Pid
 			}
 		}
 		select {
@@ -103,20 +125,6 @@ func mustDaemon(t *testing.T, withKey bool, flags ...string) options {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	o := options{addr: addr, pid: cmd.Process.Pid, secret: "abuse-test-secret",
-		out: &testWriter{t: t}, workspace: "acme", samples: 2, scrapeGap: 0, overflowWait: 5 * time.Second}
-	if withKey {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		keys := exec.CommandContext(ctx, bin, "keys", "create", "--workspace", "acme")
-		keys.Env = env
-		key, err := keys.Output()
-		if err != nil {
-			t.Fatalf("fleetd keys create: %v", err)
-		}
-		o.key = strings.TrimSpace(string(key))
-	}
-	return o
 }
 
 // testWriter sends the driver's report to the test log.
@@ -129,9 +137,11 @@ func (w *testWriter) Write(p []byte) (int, error) {
 
 // TestKept: 30 kept session events with --max-kept-events 10: the
 // registration answers 200 at once, 20 are dropped and counted, the device
-// lists the newest 10, and the other sender was answered throughout.
+// lists the newest 10, and the other sender was answered throughout by
+// both replicas.
 func TestKept(t *testing.T) {
-	o := mustDaemon(t, true, "--max-kept-events", "10")
+	o, env := mustDaemon(t, true, "--max-kept-events", "10")
+	o.otherAddr, _ = mustReplica(t, env, "--max-kept-events", "10")
 	o.events, o.rate, o.others, o.phase = 30, 50, 5, 200*time.Millisecond
 	r, err := kept(o)
 	if err != nil {
@@ -146,20 +156,21 @@ func TestKept(t *testing.T) {
 	if r.ListErr != nil || r.Listed != 10 {
 		t.Errorf("listed %d sessions (%v), want 10", r.Listed, r.ListErr)
 	}
-	for name, p := range map[string]steadyPhase{"before": r.Before, "during": r.During, "after": r.After} {
+	for name, p := range map[string]steadyPhase{"before": r.Before, "during": r.During, "after": r.After,
+		"other replica before": r.OtherBefore, "other replica during": r.OtherDuring, "other replica after": r.OtherAfter} {
 		if p.N != p.Codes[200] {
 			t.Errorf("other sender %s: %v, want every webhook answered 200", name, p)
 		}
 	}
-	if r.Before.N == 0 || r.After.N == 0 {
-		t.Errorf("other sender: %d webhooks before and %d after, want some", r.Before.N, r.After.N)
+	if r.Before.N == 0 || r.After.N == 0 || r.OtherBefore.N == 0 || r.OtherAfter.N == 0 {
+		t.Errorf("other sender: %d+%d webhooks before and %d+%d after, want some to each replica", r.Before.N, r.OtherBefore.N, r.After.N, r.OtherAfter.N)
 	}
 }
 
 // TestWorkspaces: 3 then 8 workspaces with --metrics-max-workspaces 5:
 // no overflow at 3; at 8 the _overflow series, 3 workspaces in it.
 func TestWorkspaces(t *testing.T) {
-	o := mustDaemon(t, false, "--metrics-max-workspaces", "5", "--max-workspaces", "0", "--metrics-share", "0")
+	o, _ := mustDaemon(t, false, "--metrics-max-workspaces", "5", "--max-workspaces", "0", "--metrics-share", "0")
 	o.steps = []int{3, 8}
 	steps, err := workspaces(o)
 	if err != nil {
@@ -188,7 +199,7 @@ func TestWorkspaces(t *testing.T) {
 // TestStatuses: 20 distinct statuses are folded into "other": the
 // workspace keeps two status series.
 func TestStatuses(t *testing.T) {
-	o := mustDaemon(t, true, "--metrics-share", "0")
+	o, _ := mustDaemon(t, true, "--metrics-share", "0")
 	o.statusCount = 20
 	r, err := statuses(o)
 	if err != nil {
@@ -208,7 +219,7 @@ func TestStatuses(t *testing.T) {
 // TestListings: 200 sessions on 5 devices; each filtered listing is
 // answered 200 with exactly the sessions of its filter.
 func TestListings(t *testing.T) {
-	o := mustDaemon(t, true)
+	o, _ := mustDaemon(t, true)
 	o.sessions, o.devices, o.failedEvery, o.liveEvery, o.requests = 200, 5, 10, 25, 3
 	r, err := listings(o)
 	if err != nil {
