@@ -179,12 +179,12 @@ func TestWorkspaces(t *testing.T) {
 	if len(steps) != 2 {
 		t.Fatalf("%d steps measured, want 2", len(steps))
 	}
-	if s := steps[0]; s.OverflowAt != 0 || s.Overflowed != 0 || s.Steady.Overflow != 0 {
+	if s := steps[0]; s.OverflowAt != 0 || s.CompleteAt != 0 || s.Overflowed != 0 || s.Steady.Overflow != 0 {
 		t.Errorf("3 workspaces: overflow at %v, %v overflowed, %d scrapes with _overflow: want none", s.OverflowAt, s.Overflowed, s.Steady.Overflow)
 	}
-	if s := steps[1]; s.OverflowAt < 0 || s.Overflowed != 3 || s.Steady.Overflow != o.samples {
-		t.Errorf("8 workspaces: overflow at %v, %v overflowed, %d of %d scrapes with _overflow: want 3 in it, in every scrape",
-			s.OverflowAt, s.Overflowed, s.Steady.Overflow, o.samples)
+	if s := steps[1]; s.OverflowAt < 0 || s.CompleteAt < 0 || s.Overflowed != 3 || s.Steady.Overflow != o.samples {
+		t.Errorf("8 workspaces: overflow at %v, complete at %v, %v overflowed, %d of %d scrapes with _overflow: want 3 in it, in every scrape",
+			s.OverflowAt, s.CompleteAt, s.Overflowed, s.Steady.Overflow, o.samples)
 	}
 	for _, s := range steps {
 		if s.Steady.Fleet != o.samples || s.Steady.Took.N != o.samples || s.RSS <= 0 {

@@ -55,7 +55,11 @@ type workspaceStep struct {
 	// OverflowAt is when the _overflow series first appeared, after the
 	// last registration was answered; -1: it did not within o.overflowWait
 	// (0 when no workspace is past the cap).
-	OverflowAt  time.Duration
+	OverflowAt time.Duration
+	// CompleteAt is when fleet_devices{workspace="_overflow"} first
+	// counted every overflow workspace's device (one each), -1: not
+	// within o.overflowWait.
+	CompleteAt  time.Duration
 	Overflowed  float64   // fleetd_fleet_workspaces_overflow
 	Steady      scrapeSet // the o.samples scrapes after it appeared
 	RSS, Peak   int64
@@ -64,16 +68,16 @@ type workspaceStep struct {
 
 // workspaces creates workspaces with one registered device each, 1,000
 // registrations per webhook request, up to each count of o.steps in turn;
-// at each it scrapes /metrics until the _overflow series appears (when
-// fleetd_fleet_workspaces_overflow says workspaces are past the cap), at
-// most o.overflowWait, then o.samples times more, and reports the scrape
-// times and fleetd's RSS.
+// at each it scrapes /metrics until the _overflow series appears and
+// counts every overflow workspace (when fleetd_fleet_workspaces_overflow
+// says workspaces are past the cap), at most o.overflowWait, then
+// o.samples times more, and reports the scrape times and fleetd's RSS.
 func workspaces(o options) ([]workspaceStep, error) {
 	var steps []workspaceStep
 	have := 0
 	now := time.Now().UnixMilli()
 	for _, target := range o.steps {
-		st := workspaceStep{Workspaces: target, OverflowAt: -1, OverflowAge: -1}
+		st := workspaceStep{Workspaces: target, OverflowAt: -1, CompleteAt: -1, OverflowAge: -1}
 		s := sample(o.pid)
 		from := have
 		var err error
@@ -103,11 +107,16 @@ func workspaces(o options) ([]workspaceStep, error) {
 				st.Overflowed, _ = metricValue(r.Text, "fleetd_fleet_workspaces_overflow")
 				if r.Overflow {
 					st.Waiting.Overflow++
-					st.OverflowAt = time.Since(built)
-					break
+					if st.OverflowAt < 0 {
+						st.OverflowAt = time.Since(built)
+					}
+					if v, _ := metricValue(r.Text, `fleet_devices{workspace="_overflow"}`); v == st.Overflowed {
+						st.CompleteAt = time.Since(built)
+						break
+					}
 				}
 				if r.Fleet && st.Overflowed == 0 {
-					st.OverflowAt = 0
+					st.OverflowAt, st.CompleteAt = 0, 0
 					break
 				}
 			}
@@ -127,15 +136,19 @@ func workspaces(o options) ([]workspaceStep, error) {
 		st.Peak = max(st.Peak, st.RSS)
 		steps = append(steps, st)
 
-		fmt.Fprintf(o.out, "workspaces: %d: scrapes from the last registration until _overflow: %v\n", target, st.Waiting)
+		fmt.Fprintf(o.out, "workspaces: %d: scrapes from the last registration until _overflow counts them all: %v\n", target, st.Waiting)
 		switch {
 		case st.OverflowAt == 0:
 			fmt.Fprintf(o.out, "workspaces: %d: no workspace past the cap (fleetd_fleet_workspaces_overflow 0)\n", target)
 		case st.OverflowAt < 0:
 			fmt.Fprintf(o.out, "workspaces: %d: no _overflow series within %v (fleetd_fleet_workspaces_overflow %.0f)\n", target, o.overflowWait, st.Overflowed)
 		default:
-			fmt.Fprintf(o.out, "workspaces: %d: _overflow first seen %v after the last registration (fleetd_fleet_workspaces_overflow %.0f)\n",
-				target, st.OverflowAt.Round(100*time.Millisecond), st.Overflowed)
+			complete := fmt.Sprintf("not within %v", o.overflowWait)
+			if st.CompleteAt >= 0 {
+				complete = fmt.Sprintf("%v after", st.CompleteAt.Round(100*time.Millisecond))
+			}
+			fmt.Fprintf(o.out, "workspaces: %d: _overflow first seen %v after the last registration; it counted all %.0f overflow workspaces (fleetd_fleet_workspaces_overflow) %s\n",
+				target, st.OverflowAt.Round(100*time.Millisecond), st.Overflowed, complete)
 		}
 		fmt.Fprintf(o.out, "workspaces: %d: then %d scrapes: %v\n", target, o.samples, st.Steady)
 		age := "no such metric"
