@@ -32,7 +32,10 @@ cd "$(dirname "$0")/.."
 usage='usage: scripts/bounds.sh unauth|scrapes|throttle|kept|workspaces|statuses|listings [fleetd flags]'
 case=${1:?$usage}; shift
 case $case in unauth|scrapes|throttle|kept|workspaces|statuses|listings) ;; *) echo "$usage" >&2; exit 2 ;; esac
-tmp=$(mktemp -d); trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d)
+fleetds=()
+# fleetd stops before Redis, so that it does not log Redis going away.
+trap 'kill "${fleetds[@]}" 2>/dev/null; wait "${fleetds[@]}" 2>/dev/null; kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 bin=${FLEETD_BIN:-}
 if [ -z "$bin" ]; then go build -o "$tmp/fleetd" ./cmd/fleetd; bin=$tmp/fleetd; fi
 go build -o "$tmp/abuse" ./internal/abuse
@@ -46,12 +49,13 @@ if [ "$case" = workspaces ] && "$bin" serve --help 2>&1 | grep -q -- '--max-work
   extra=(--max-workspaces 0) # the case creates 500,000 workspaces
 fi
 "$bin" --addr 127.0.0.1:$fport --log-level warn "${extra[@]}" "$@" &
-fpid=$!
+fpid=$!; fleetds+=($fpid)
 until curl -sf localhost:$fport/readyz >/dev/null; do sleep 0.1; done
 other=()
 if [ "$case" = kept ]; then
   oport=$(freeport 28000)
   "$bin" --addr 127.0.0.1:$oport --log-level warn "$@" &
+  fleetds+=($!)
   until curl -sf localhost:$oport/readyz >/dev/null; do sleep 0.1; done
   other=(-other-addr 127.0.0.1:$oport)
 fi

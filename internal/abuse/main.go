@@ -71,8 +71,8 @@ func main() {
 	flag.IntVar(&o.statusCount, "statuses", 200_000, "distinct statuses (statuses)")
 	flag.IntVar(&o.sessions, "sessions", 1_000_000, "sessions in the workspace (listings)")
 	flag.IntVar(&o.devices, "devices", 1000, "devices they are on (listings)")
-	flag.IntVar(&o.failedEvery, "failed-every", 50, "every n-th session ended failed (listings)")
-	flag.IntVar(&o.liveEvery, "live-every", 500, "every n-th session live (listings)")
+	flag.IntVar(&o.failedEvery, "failed-every", 9973, "every n-th session ended failed (listings): rare, so that a scan for them reads much of the history")
+	flag.IntVar(&o.liveEvery, "live-every", 10000, "every n-th session live (listings)")
 	flag.IntVar(&o.requests, "requests", 50, "requests of each listing (listings)")
 	flag.Parse()
 	o.out = os.Stdout
