@@ -22,7 +22,7 @@
 #               with statuses s-1..s-200000 in one workspace
 #   listings    GET /api/v1/sessions?status=failed, ?status=live and
 #               ?device_id= (limit=50, 50 requests each) among 1,000,000
-#               sessions of one workspace
+#               sessions of one workspace (about 100 failed, 100 live)
 # FLEETD_BIN runs that binary instead of building ./cmd/fleetd (to measure
 # an older build the same way). ABUSE_FLAGS go to internal/abuse (e.g.
 # ABUSE_FLAGS="-steps 10000"); extra arguments go to fleetd. The load of

@@ -11,6 +11,7 @@ import (
 type listingQuery struct {
 	Query string
 	Took  spread
+	First time.Duration // the first request's (the slowest may be it)
 	Codes map[int]int
 	Items int    // items of the last page answered
 	Wrong string // an item that does not match the filter, if any
@@ -109,13 +110,16 @@ func listings(o options) (listingsResult, error) {
 			}
 		}
 		lq.Took = spreadOf(ds)
+		if len(ds) > 0 {
+			lq.First = ds[0]
+		}
 		r.Queries = append(r.Queries, lq)
 		wrong := ""
 		if lq.Wrong != "" {
 			wrong = ", an item outside the filter: " + lq.Wrong
 		}
-		fmt.Fprintf(o.out, "listings: GET /api/v1/sessions?%s × %d: %v; %s; %d items on the last page%s (load %s)\n",
-			q.name, o.requests, lq.Took, codes(lq.Codes), lq.Items, wrong, loadavg())
+		fmt.Fprintf(o.out, "listings: GET /api/v1/sessions?%s × %d, one after the other: %v (the first %s); %s; %d items on the last page%s (load %s)\n",
+			q.name, o.requests, lq.Took, ms(lq.First), codes(lq.Codes), lq.Items, wrong, loadavg())
 	}
 	return r, nil
 }
