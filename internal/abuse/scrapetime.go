@@ -14,11 +14,28 @@ type scrapeSet struct {
 	Failed    int // scrapes without an answer
 	LastBytes int // gzipped size of the last answer
 	Last      scrapeResult
+	// Collect is fleetd_fleet_collect_duration_seconds of each scrape:
+	// the part of it that read the store.
+	Collect []time.Duration
 }
 
 func (s scrapeSet) String() string {
-	return fmt.Sprintf("%v; with fleet series %d of %d, with _overflow %d, failed %d, %d bytes gzipped",
-		s.Took, s.Fleet, s.Took.N+s.Failed, s.Overflow, s.Failed, s.LastBytes)
+	return fmt.Sprintf("%v (of which reading the store: %v); with fleet series %d of %d, with _overflow %d, failed %d, %d bytes gzipped",
+		s.Took, spreadOf(s.Collect), s.Fleet, s.Took.N+s.Failed, s.Overflow, s.Failed, s.LastBytes)
+}
+
+// add counts one scrape in s.
+func (s *scrapeSet) add(r scrapeResult) {
+	s.Last, s.LastBytes = r, r.Gzipped
+	if r.Fleet {
+		s.Fleet++
+	}
+	if r.Overflow {
+		s.Overflow++
+	}
+	if v, ok := metricValue(r.Text, "fleetd_fleet_collect_duration_seconds"); ok {
+		s.Collect = append(s.Collect, time.Duration(v*float64(time.Second)))
+	}
 }
 
 // scrapes takes n scrapes o.scrapeGap apart.
@@ -35,13 +52,7 @@ func (o options) scrapes(n int) scrapeSet {
 			continue
 		}
 		ds = append(ds, r.Took)
-		s.Last, s.LastBytes = r, r.Gzipped
-		if r.Fleet {
-			s.Fleet++
-		}
-		if r.Overflow {
-			s.Overflow++
-		}
+		s.add(r)
 	}
 	s.Took = spreadOf(ds)
 	return s
@@ -100,13 +111,9 @@ func workspaces(o options) ([]workspaceStep, error) {
 				st.Waiting.Failed++
 			} else {
 				waiting = append(waiting, r.Took)
-				st.Waiting.Last, st.Waiting.LastBytes = r, r.Gzipped
-				if r.Fleet {
-					st.Waiting.Fleet++
-				}
+				st.Waiting.add(r)
 				st.Overflowed, _ = metricValue(r.Text, "fleetd_fleet_workspaces_overflow")
 				if r.Overflow {
-					st.Waiting.Overflow++
 					if st.OverflowAt < 0 {
 						st.OverflowAt = time.Since(built)
 					}
