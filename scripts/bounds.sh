@@ -17,7 +17,7 @@
 #   workspaces  /metrics scrape time and fleetd's RSS at 10,000, 100,000 and
 #               500,000 workspaces (one device each; fleetd runs with
 #               --max-workspaces 0 when it has the flag), and when the
-#               _overflow series first appears
+#               _overflow series first appears and first counts them all
 #   statuses    /metrics scrape time before and after 200,000 sessions ended
 #               with statuses s-1..s-200000 in one workspace
 #   listings    GET /api/v1/sessions?status=failed, ?status=live and
