@@ -9,6 +9,17 @@
 //	scrapes   48 concurrent scrapes of /metrics at 10,000 workspaces
 //	throttle  about 10 bad API keys a second from one address while a
 //	          valid key makes 32 requests
+//	kept      100,000 session events for an unregistered device, then its
+//	          registration, while another sender posts 200 webhooks a
+//	          second: the registration's answers, that sender's latency
+//	          before, during and after, what was kept
+//	workspaces  /metrics scrape time and RSS at 10,000, 100,000 and
+//	          500,000 workspaces of one device each, and when the _overflow
+//	          series appears
+//	statuses  /metrics scrape time before and after 200,000 sessions ended
+//	          with distinct statuses in one workspace
+//	listings  session listings filtered by status=failed, status=live and
+//	          device_id with limit=50 among 1,000,000 sessions
 //
 // Loopback only; every case is short and bounded.
 package main
@@ -47,12 +58,41 @@ func main() {
 	flag.IntVar(&o.workspaces, "workspaces", 10_000, "workspaces to create (scrapes)")
 	flag.IntVar(&o.scrapers, "scrapers", 48, "concurrent scrapes (scrapes)")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds of concurrent scrapes (scrapes)")
+	flag.StringVar(&o.workspace, "workspace", "acme", "the workspace of -key (kept, statuses, listings)")
+	flag.IntVar(&o.events, "events", 100_000, "session events kept for the unregistered device (kept)")
+	flag.StringVar(&o.otherAddr, "other-addr", "", "another replica on the same Redis: the other sender sends every other webhook there (kept)")
+	flag.IntVar(&o.rate, "rate", 200, "webhooks a second of the other sender (kept)")
+	flag.IntVar(&o.others, "others", 1000, "registered devices of the other sender (kept)")
+	flag.DurationVar(&o.phase, "phase", 3*time.Second, "the other sender's traffic measured before and after the registration (kept)")
+	steps := flag.String("steps", "10000,100000,500000", "workspace counts measured in turn (workspaces)")
+	flag.IntVar(&o.samples, "samples", 5, "scrapes timed at each point (workspaces, statuses)")
+	flag.DurationVar(&o.scrapeGap, "scrape-gap", 1200*time.Millisecond, "pause between timed scrapes: past fleetd's --metrics-share (1 s), so each is a read of its own (workspaces, statuses)")
+	flag.DurationVar(&o.overflowWait, "overflow-wait", 2*time.Minute, "longest wait for the _overflow series at each count (workspaces)")
+	flag.IntVar(&o.statusCount, "statuses", 200_000, "distinct statuses (statuses)")
+	flag.IntVar(&o.sessions, "sessions", 1_000_000, "sessions in the workspace (listings)")
+	flag.IntVar(&o.devices, "devices", 1000, "devices they are on (listings)")
+	flag.IntVar(&o.failedEvery, "failed-every", 9973, "every n-th session ended failed (listings): rare, so that a scan for them reads much of the history")
+	flag.IntVar(&o.liveEvery, "live-every", 10000, "every n-th session live (listings)")
+	flag.IntVar(&o.requests, "requests", 50, "requests of each listing (listings)")
 	flag.Parse()
+	o.out = os.Stdout
 	if flag.NArg() != 1 || o.pid == 0 {
-		fmt.Fprintln(os.Stderr, "usage: abuse -addr A -pid P [flags] unauth|scrapes|throttle")
+		fmt.Fprintln(os.Stderr, "usage: abuse -addr A -pid P [flags] unauth|scrapes|throttle|kept|workspaces|statuses|listings")
 		os.Exit(2)
 	}
 	var err error
+	if o.steps, err = parseSteps(*steps); err != nil {
+		fmt.Fprintln(os.Stderr, "abuse: -steps:", err)
+		os.Exit(2)
+	}
+	for name, v := range map[string]int{"rate": o.rate, "others": o.others, "devices": o.devices,
+		"failed-every": o.failedEvery, "live-every": o.liveEvery, "samples": o.samples} {
+		if v < 1 {
+			fmt.Fprintf(os.Stderr, "abuse: -%s %d: want at least 1\n", name, v)
+			os.Exit(2)
+		}
+	}
+	fmt.Fprintf(o.out, "load average at the start: %s\n", loadavg())
 	switch flag.Arg(0) {
 	case "unauth":
 		err = unauth(o)
@@ -60,6 +100,14 @@ func main() {
 		err = scrapes(o)
 	case "throttle":
 		err = throttle(o)
+	case "kept":
+		_, err = kept(o)
+	case "workspaces":
+		_, err = workspaces(o)
+	case "statuses":
+		_, err = statuses(o)
+	case "listings":
+		_, err = listings(o)
 	default:
 		err = fmt.Errorf("unknown case %q", flag.Arg(0))
 	}
@@ -67,12 +115,37 @@ func main() {
 		fmt.Fprintln(os.Stderr, "abuse:", err)
 		os.Exit(1)
 	}
+	fmt.Fprintf(o.out, "load average at the end: %s\n", loadavg())
 }
 
 type options struct {
 	addr, secret, key            string
 	pid, conns, body             int
 	workspaces, scrapers, rounds int
+
+	out                    io.Writer // the report of the newer cases
+	workspace, otherAddr   string
+	events, rate, others   int
+	phase, overflowWait    time.Duration
+	scrapeGap              time.Duration
+	steps                  []int
+	samples, statusCount   int
+	sessions, devices      int
+	failedEvery, liveEvery int
+	requests               int
+}
+
+// parseSteps reads increasing counts separated by commas.
+func parseSteps(s string) ([]int, error) {
+	var steps []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || (len(steps) > 0 && n <= steps[len(steps)-1]) {
+			return nil, fmt.Errorf("%q: want increasing counts above 0, separated by commas", s)
+		}
+		steps = append(steps, n)
+	}
+	return steps, nil
 }
 
 // rss returns the resident set of pid in bytes.
