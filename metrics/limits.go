@@ -79,3 +79,12 @@ func NewWorkspacesRefused(reg prometheus.Registerer, refused func() uint64) {
 		Help: "Webhook requests refused (403) because a registration would have made one workspace more known than --max-workspaces.",
 	}, func() float64 { return float64(refused()) }))
 }
+
+// NewReplaysDeferred registers fleetd_replays_deferred_total, read from the
+// store's count (redisstore.Store.ReplaysDeferred).
+func NewReplaysDeferred(reg prometheus.Registerer, deferred func() uint64) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "fleetd_replays_deferred_total",
+		Help: "Registrations and moves that had more sessions to bring home than --replay-step: the rest moved in the background.",
+	}, func() float64 { return float64(deferred()) }))
+}

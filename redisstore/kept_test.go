@@ -73,3 +73,47 @@ func TestKeptEventsBound(t *testing.T) {
 		t.Fatalf("kept events left after registration: %v", left)
 	}
 }
+
+// A device with more kept sessions than Config.ReplayStep registers within
+// one commit bringing ReplayStep of them home; the rest follow in the
+// background steps (RunReplays), and the device leaves fl:replays when
+// none is left.
+func TestKeptEventsReplayInSteps(t *testing.T) {
+	b := newBackend(t)
+	b.cfg.ReplayStep = 5
+	s := b.open(t)
+	ctx := context.Background()
+	var evs []fleet.Event
+	for i := range 12 {
+		evs = append(evs, ended("d1", fmt.Sprintf("s%02d", i), "success", 60, t0.Add(time.Duration(i-20)*time.Minute)))
+	}
+	apply(t, s, evs...)
+	apply(t, s, reg("d1", "a", t0.Add(-2*time.Hour)))
+	listed := func() int {
+		p, err := s.ListSessions(ctx, "a", fleet.SessionFilter{}, "", 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(p.Items)
+	}
+	if n := listed(); n != 5 {
+		t.Fatalf("%d sessions home after the registration, want ReplayStep = 5", n)
+	}
+	if s.ReplaysDeferred() != 1 {
+		t.Fatalf("deferred %d, want 1", s.ReplaysDeferred())
+	}
+	for step := 0; step < 3; step++ {
+		if err := s.ReplayStep(ctx, 8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := listed(); n != 12 {
+		t.Fatalf("%d sessions home after the background steps, want 12", n)
+	}
+	if left := keysMatching(t, s, "fl:replays"); len(left) != 0 {
+		t.Fatalf("the device is still listed for replay: %v", left)
+	}
+	if st := stats(t, s, "a"); st.SessionSeconds != 12*60 {
+		t.Fatalf("stats %+v, want 720 s", st)
+	}
+}

@@ -96,6 +96,8 @@ import (
 //	                             seen (ms): the stable order of the metrics' label cap
 //	fl:key:SHA256HEX      hash  API key by the SHA-256 of the key: id, ws, name, ro, c, u, rv
 //	fl:keyid:ID           string key id → SHA256HEX
+//	fl:replays            zset  devices with sessions left to move home, by how
+//	                             often they were listed (replay.go)
 //
 // Ids are validated to [A-Za-z0-9._:@-]{1,128} before they get here, so they
 // can never close a hash tag or collide with a separator.
@@ -153,6 +155,7 @@ var keyConstants = [][2]string{
 const (
 	keyPrefix      = "fl:"
 	keyWorkspaces  = "fl:workspaces"
+	keyReplays     = "fl:replays"
 	deviceBuckets  = 4096
 	pendingTTLDays = 7
 )

@@ -150,6 +150,9 @@ func deliver(p picker, replicas []*Store, evs []fleet.Event, shuffle, concurrent
 		sort.SliceStable(order, func(i, j int) bool { return order[i].TS < order[j].TS })
 	}
 	streams := make([][][]fleet.Event, len(replicas))
+	// With a small Config.ReplayStep (TestStoreMatchesModelReplayingInSteps)
+	// the background moves of sessions run between batches too.
+	replaying := replicas[0].cfg.ReplayStep < DefaultReplayStep
 	for len(order) > 0 {
 		n := p.pick(1, len(order), label+"batch")
 		batch := slices.Clone(order[:n])
@@ -161,6 +164,11 @@ func deliver(p picker, replicas []*Store, evs []fleet.Event, shuffle, concurrent
 		if !concurrent {
 			if err := replicas[r].Apply(context.Background(), batch, make([]fleet.Result, len(batch))); err != nil {
 				return err
+			}
+			if replaying && p.pick(0, 1, label+"replay") == 0 {
+				if err := replicas[p.pick(0, len(replicas)-1, label+"replayer")].ReplayStep(context.Background(), 8); err != nil {
+					return err
+				}
 			}
 			continue
 		}
@@ -175,11 +183,37 @@ func deliver(p picker, replicas []*Store, evs []fleet.Event, shuffle, concurrent
 					errs[r] = err
 					return
 				}
+				if replaying {
+					if err := replicas[r].ReplayStep(context.Background(), 8); err != nil {
+						errs[r] = err
+						return
+					}
+				}
 			}
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return drainReplays(replicas[0])
+}
+
+// drainReplays runs the background moves of sessions (replay.go) until
+// none is left, as RunReplays would.
+func drainReplays(s *Store) error {
+	for step := 0; ; step++ {
+		n, err := s.rdb.ZCard(context.Background(), keyReplays).Result()
+		if err != nil || n == 0 {
+			return err
+		}
+		if step == 10000 {
+			return fmt.Errorf("%d devices still listed for replay after %d steps", n, step)
+		}
+		if err := s.ReplayStep(context.Background(), 8); err != nil {
+			return err
+		}
+	}
 }
 
 // deliveryModes are the ways every history is delivered.
@@ -492,6 +526,21 @@ func TestCrashBetweenStepsHeals(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestStoreMatchesModelReplayingInSteps is TestStoreMatchesModel with
+// Config.ReplayStep = 1: a placement moves one session home within its
+// commit and the rest in background steps, which run between the batches
+// (and, with replicas at once, alongside them).
+func TestStoreMatchesModelReplayingInSteps(t *testing.T) {
+	b := newBackend(t)
+	b.cfg.ReplayStep = 1
+	replicas := []*Store{b.open(t), b.open(t)}
+	rapid.Check(t, func(rt *rapid.T) {
+		if diff := checkHistory(t, rapidPicker{rt}, replicas, genHistory(rt, ms(t0)-2*3600*1000)); diff != "" {
+			rt.Fatal(diff)
+		}
+	})
 }
 
 // TestStoreMatchesModelByEval is TestStoreMatchesModel with the scripts run

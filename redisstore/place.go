@@ -157,6 +157,7 @@ type recon struct {
 	regs        map[string]*fleet.Event // registrations that arrived with it
 	pending     map[string]string       // kept events (pend:D)
 	havePending bool
+	deferred    bool // sessions left to move home in the background
 }
 
 // reconcile brings the workspaces of each device's history in step
@@ -170,6 +171,9 @@ func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
 		return err
 	}
 	if err := s.reuniteAll(ctx, rus); err != nil {
+		return err
+	}
+	if err := s.deferReplays(ctx, rs); err != nil {
 		return err
 	}
 	// Kept events are done with once the device has a workspace.
@@ -262,6 +266,7 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 		}
 	}
 	moving := map[*recon][]string{}
+	movingSet := map[*recon]map[string]bool{}
 	multi := map[*recon]int{}
 	for _, c := range syncs {
 		vals, err := c.cmd.Slice()
@@ -280,7 +285,11 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 			merge(r, on, ot, ls)
 			multi[r]++
 			for p := 4; p < len(res); p++ {
-				if sid, _ := res[p].(string); !containsString(moving[r], sid) {
+				if sid, _ := res[p].(string); !movingSet[r][sid] {
+					if movingSet[r] == nil {
+						movingSet[r] = map[string]bool{}
+					}
+					movingSet[r][sid] = true
 					moving[r] = append(moving[r], sid)
 				}
 			}
@@ -297,10 +306,25 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 			merge(r, "", "", l)
 		}
 		sids := moving[r]
-		for f := range r.pending {
-			if sid, ok := strings.CutPrefix(f, hSession); ok && !containsString(sids, sid) {
-				sids = append(sids, sid)
+		for f, raw := range r.pending {
+			sid, ok := strings.CutPrefix(f, hSession)
+			if !ok || movingSet[r][sid] {
+				continue
 			}
+			// A kept session with no home yet (its start falls where the
+			// device had no workspace) stays kept: nothing to move.
+			if rec, ok := parseSession(raw); ok && r.route.h.home(rec.at()) == "" {
+				continue
+			}
+			sids = append(sids, sid)
+		}
+		// At most ReplayStep sessions move within the commit: the rest go
+		// home in the background (replay.go), so that a device with many
+		// kept events neither holds the commit past the ingest timeout nor
+		// the events of others behind it.
+		if len(sids) > s.cfg.ReplayStep {
+			sids = sids[:s.cfg.ReplayStep]
+			r.deferred = true
 		}
 		if len(sids) > 0 {
 			rus = append(rus, &reunion{device: r.device, route: r.route, sids: sids})

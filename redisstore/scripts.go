@@ -159,6 +159,7 @@ var (
 	sweepScript     = script("sweep")
 	forgetScript    = script("forget")
 	admitScript     = script("admit")
+	unreplayScript  = script("unreplay")
 	devicesScript   = script("devices")
 	sessionsScript  = script("sessions")
 	usageScript     = script("usage")
@@ -172,13 +173,13 @@ var (
 var scriptNames = map[*redis.Script]string{
 	applyScript: "apply", keepScript: "keep", stashScript: "stash", placeScript: "place", unpendScript: "unpend",
 	unkeepScript: "unkeep", syncScript: "sync", adoptScript: "adopt", mergeScript: "merge", tombScript: "tomb", settleScript: "settle",
-	sweepScript: "sweep", forgetScript: "forget", admitScript: "admit", devicesScript: "devices", sessionsScript: "sessions",
+	sweepScript: "sweep", forgetScript: "forget", admitScript: "admit", unreplayScript: "unreplay", devicesScript: "devices", sessionsScript: "sessions",
 	usageScript: "usage", unbindScript: "unbind", rotateScript: "rotate",
 	addMemberScript: "add_member",
 }
 
 var allScripts = []*redis.Script{applyScript, keepScript, stashScript, placeScript, unpendScript, unkeepScript, syncScript, adoptScript, mergeScript,
-	tombScript, settleScript, sweepScript, forgetScript, admitScript, devicesScript, sessionsScript, usageScript, unbindScript, rotateScript, addMemberScript}
+	tombScript, settleScript, sweepScript, forgetScript, admitScript, unreplayScript, devicesScript, sessionsScript, usageScript, unbindScript, rotateScript, addMemberScript}
 
 // The Functions library (Redis 7): the prelude and lib run once, when the
 // library loads, and each script is a function of it, so a call pays for

@@ -41,6 +41,10 @@ type Config struct {
 	// NoFunctions runs the scripts by EVALSHA even where Redis has
 	// Functions (tests of that path).
 	NoFunctions bool
+	// ReplayStep bounds the sessions that one placement moves home within
+	// its commit (kept events, sessions whose home changed); the rest move
+	// in the background (RunReplays).
+	ReplayStep int
 	// MaxWorkspaces bounds the workspaces that registrations can make known
 	// (0: no bound). A request whose registration would pass it is refused
 	// whole (EFORBIDDEN), with nothing written.
@@ -64,6 +68,7 @@ const (
 	DefaultRetention        = 62 * 24 * time.Hour
 	DefaultDeviceCacheSize  = 1 << 20
 	DefaultMaxKeptSessions  = 10000
+	DefaultReplayStep       = 500
 )
 
 // Store is the Redis implementation of fleet.Ingester, fleet.Reader,
@@ -84,6 +89,8 @@ type Store struct {
 	keptDropped atomic.Uint64
 	// wsRefused counts registrations refused for MaxWorkspaces.
 	wsRefused atomic.Uint64
+	// replaysDeferred and replayErrors count replay.go's work.
+	replaysDeferred, replayErrors atomic.Uint64
 	// functions is whether the scripts run as the Functions library
 	// (FCALL) or by EVALSHA.
 	functions atomic.Bool
@@ -154,6 +161,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.MaxKeptSessions <= 0 {
 		cfg.MaxKeptSessions = DefaultMaxKeptSessions
+	}
+	if cfg.ReplayStep <= 0 {
+		cfg.ReplayStep = DefaultReplayStep
 	}
 	s := &Store{cfg: cfg, cache: newRouteCache(cfg.DeviceCacheSize), now: time.Now, swept: map[string]int64{}}
 	if len(cfg.Cluster) > 0 {

@@ -50,6 +50,7 @@ type serveConfig struct {
 	clientIPHeader   string
 	maxWorkspaces    int
 	maxKept          int
+	replayStep       int
 	overflowRate     int
 	maxWS            int
 	metricsShare     time.Duration
@@ -92,6 +93,7 @@ and a demo API key.`
 	fs.StringVar(&c.clientIPHeader, "client-ip-header", "", "header whose first address identifies the client (e.g. X-Forwarded-For), only behind a proxy that sets it; default: the connection's address")
 	fs.IntVar(&c.maxWorkspaces, "metrics-max-workspaces", 10000, "most workspace label values in /metrics; the rest are summed into workspace=\"_overflow\"")
 	fs.IntVar(&c.maxKept, "max-kept-events", redisstore.DefaultMaxKeptSessions, "most sessions kept per device while they have no workspace (device not registered yet, or deleted); past it the oldest are dropped (fleetd_pending_dropped_total)")
+	fs.IntVar(&c.replayStep, "replay-step", redisstore.DefaultReplayStep, "most sessions a registration (or a move) brings home within its commit; the rest follow in the background, as many again every 100 ms (fleetd_replays_deferred_total)")
 	fs.IntVar(&c.overflowRate, "metrics-overflow-rate", metrics.DefaultOverflowRate, "workspaces a second that the background sum of the workspaces beyond --metrics-max-workspaces reads (when they outnumber the named ones); bounds what /metrics costs Redis")
 	fs.IntVar(&c.maxWS, "max-workspaces", 1000000, "most workspaces that webhooks can make known (0: no bound); a registration naming one more is refused, 403 forbidden (fleetd_workspaces_refused_total)")
 	fs.DurationVar(&c.metricsShare, "metrics-share", metrics.ShareFor, "a scrape of /metrics that ended less than this ago answers later scrapes too (0: only scrapes that arrive while one is in flight share it)")
@@ -152,7 +154,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	store, err := redisstore.Open(ctx, redisstore.Config{
 		URL: redisURL, Cluster: c.redis.clusterAddrs(), Timeout: c.redis.timeout,
 		LiveSessionBound: c.liveSessionBound, Retention: c.retention, Observe: rm.Observe,
-		MaxKeptSessions: c.maxKept, MaxWorkspaces: c.maxWS,
+		MaxKeptSessions: c.maxKept, MaxWorkspaces: c.maxWS, ReplayStep: c.replayStep,
 	})
 	if err != nil {
 		return err
@@ -183,8 +185,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	lm := metrics.NewLimits(reg)
 	metrics.NewKeptDropped(reg, store.KeptDropped)
 	metrics.NewWorkspacesRefused(reg, store.WorkspacesRefused)
+	metrics.NewReplaysDeferred(reg, store.ReplaysDeferred)
 	fc := registerFleetCollector(reg, store, c.maxWorkspaces, c.overflowRate, c.metricsShare, log)
 	defer fc.Close()
+	// Sessions that placements left to move home, in the background.
+	replays, stopReplays := context.WithCancel(context.Background())
+	defer stopReplays()
+	go store.RunReplays(replays, 100*time.Millisecond)
 
 	if c.commitWorkers <= 0 {
 		c.commitWorkers = 1
