@@ -172,21 +172,11 @@ func (d *decoder) event(e *fleet.Event) error {
 		if n == maxFieldCount {
 			return d.fail("too many fields")
 		}
-		d.ws()
-		if d.peek() != '"' {
-			return d.fail("expected a field name")
-		}
-		key, err := d.str()
+		key, err := d.fieldName()
 		if err != nil {
 			return err
 		}
-		d.ws()
-		if d.peek() != ':' {
-			return d.fail("expected ':' after a field name")
-		}
-		d.pos++
-		d.ws()
-		bit := fieldNames[unsafe.String(unsafe.SliceData(key), len(key))]
+		bit := fieldNames[key]
 		if bit != 0 && d.peek() == 'n' { // null: the same as absent
 			if err := d.literal("null"); err != nil {
 				return err
@@ -248,6 +238,26 @@ func (d *decoder) event(e *fleet.Event) error {
 		return d.fail("ts is more than 1 hour in the future")
 	}
 	return nil
+}
+
+// fieldName reads an object's `"name":` with the white space around it and
+// returns the name, which aliases the body (valid while the body is).
+func (d *decoder) fieldName() (string, error) {
+	d.ws()
+	if d.peek() != '"' {
+		return "", d.fail("expected a field name")
+	}
+	key, err := d.str()
+	if err != nil {
+		return "", err
+	}
+	d.ws()
+	if d.peek() != ':' {
+		return "", d.fail("expected ':' after a field name")
+	}
+	d.pos++
+	d.ws()
+	return unsafe.String(unsafe.SliceData(key), len(key)), nil
 }
 
 // syntaxError is malformed JSON: the body cannot be read on, whatever

@@ -211,21 +211,11 @@ func (d *decoder) object(depth int, field func(key string) error) error {
 		return nil
 	}
 	for {
-		d.ws()
-		if d.peek() != '"' {
-			return d.fail("expected a field name")
-		}
-		key, err := d.str()
+		key, err := d.fieldName()
 		if err != nil {
 			return err
 		}
-		d.ws()
-		if d.peek() != ':' {
-			return d.fail("expected ':' after a field name")
-		}
-		d.pos++
-		d.ws()
-		if err := field(unsafe.String(unsafe.SliceData(key), len(key))); err != nil {
+		if err := field(key); err != nil {
 			return err
 		}
 		d.ws()
