@@ -117,3 +117,25 @@ func TestKeptEventsReplayInSteps(t *testing.T) {
 		t.Fatalf("stats %+v, want 720 s", st)
 	}
 }
+
+// Kept sessions of a deleted device have no home to go to: placements of
+// the device (here a redelivered delete) do not list it for the background
+// moves, so the moves end (a case the property found with ReplayStep 1,
+// where the device stayed listed for good).
+func TestKeptSessionsWithoutHomeAreNoMoves(t *testing.T) {
+	b := newBackend(t)
+	b.cfg.ReplayStep = 1
+	s := b.open(t)
+	del := fleet.Event{Type: fleet.EventDeviceDeleted, DeviceID: "gone", TS: ms(t0.Add(-time.Hour)), DurationSec: -1}
+	apply(t, s, reg("gone", "a", t0.Add(-2*time.Hour)), del)
+	for i := range 3 {
+		apply(t, s, ended("gone", fmt.Sprintf("g%d", i), "success", 60, t0.Add(time.Duration(i-30)*time.Minute)))
+	}
+	apply(t, s, del)
+	if err := drainReplays(s); err != nil {
+		t.Fatal(err)
+	}
+	if s.ReplaysDeferred() != 0 {
+		t.Fatalf("deferred %d placements, want none", s.ReplaysDeferred())
+	}
+}

@@ -253,6 +253,11 @@ func differsFromModel(tb testing.TB, s *Store, evs []fleet.Event, prefix string,
 			return c.what + " differ: " + diff
 		}
 	}
+	for _, ws := range wss {
+		if diff := filtersDiffer(tb, s, ws); diff != "" {
+			return "filtered listings differ: " + diff
+		}
+	}
 	return ""
 }
 
