@@ -135,7 +135,8 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 	var refused map[string]string // device → workspace that answered rNotHere
 	for attempt := 0; len(work) > 0; attempt++ {
 		if attempt == 4 {
-			return fmt.Errorf("redisstore: apply: %d events still unrouted after %d attempts", len(work), attempt)
+			e := &events[work[0]]
+			return fmt.Errorf("redisstore: apply: %d events still unrouted after %d attempts (the first: %v of device %q)", len(work), attempt, e.Type, e.DeviceID)
 		}
 		routes, err := s.resolve(ctx, events, work, attempt == 0)
 		if err != nil {

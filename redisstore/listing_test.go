@@ -12,10 +12,11 @@ import (
 
 // Filtered session listings read their own indexes (sessionSource: the
 // device's sessions, the sessions without an end, an ended-status label),
-// so every property run also checks them against the unfiltered listing,
-// which differsFromModel compares with the model: for every filter, paged
-// two at a time, a listing must be exactly the unfiltered listing's
-// sessions that match, in the same order, and that order newest at first.
+// and device listings filter within a scan budget, so every property run
+// also checks them against the unfiltered listings, which differsFromModel
+// compares with the model: for every filter, paged two at a time, a
+// listing must be exactly the unfiltered listing's items that match, in
+// the same order (sessions newest at first).
 
 // filtersDiffer returns the first filtered listing of ws that is not the
 // unfiltered listing filtered, "" for none.
@@ -63,6 +64,51 @@ func filtersDiffer(tb testing.TB, s *Store, ws string) string {
 		if !slices.Equal(got, want) {
 			return fmt.Sprintf("%s: sessions with device_id=%q status=%q:\n got  %s\n want %s", ws, f.DeviceID, f.Status,
 				strings.Join(got, "; "), strings.Join(want, "; "))
+		}
+	}
+	return ""
+}
+
+// deviceFiltersDiffer is filtersDiffer for the device listing of ws.
+func deviceFiltersDiffer(tb testing.TB, s *Store, ws string) string {
+	list := func(f fleet.DeviceFilter, limit int) []string {
+		var out []string
+		for cursor := ""; ; {
+			p, err := s.ListDevices(context.Background(), ws, f, cursor, limit)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if p.Next != "" && len(p.Items) != limit {
+				tb.Fatalf("%s %+v: a page of %d with a next cursor", ws, f, len(p.Items))
+			}
+			for _, d := range p.Items {
+				out = append(out, fmt.Sprintf("%s os=%s online=%v", d.ID, d.OS, d.Online))
+			}
+			if cursor = p.Next; cursor == "" {
+				return out
+			}
+		}
+	}
+	all := list(fleet.DeviceFilter{}, 5)
+	on, off := true, false
+	for _, online := range []*bool{nil, &on, &off} {
+		for _, os := range []string{"", "linux", "Windows", "WINDOWS", "BeOS"} {
+			f := fleet.DeviceFilter{Online: online, OS: os}
+			var want []string
+			for _, d := range all {
+				ok := online == nil || strings.HasSuffix(d, fmt.Sprintf("online=%v", *online))
+				if os != "" {
+					_, rest, _ := strings.Cut(d, " os=")
+					dos, _, _ := strings.Cut(rest, " online=")
+					ok = ok && strings.EqualFold(dos, os)
+				}
+				if ok {
+					want = append(want, d)
+				}
+			}
+			if got := list(f, 2); !slices.Equal(got, want) {
+				return fmt.Sprintf("%s: devices with %+v:\n got  %s\n want %s", ws, f, strings.Join(got, "; "), strings.Join(want, "; "))
+			}
 		}
 	}
 	return ""

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -306,6 +307,7 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 			merge(r, "", "", l)
 		}
 		sids := moving[r]
+		kept := len(sids)
 		for f, raw := range r.pending {
 			sid, ok := strings.CutPrefix(f, hSession)
 			if !ok || movingSet[r][sid] {
@@ -318,6 +320,7 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 			}
 			sids = append(sids, sid)
 		}
+		slices.Sort(sids[kept:]) // the same order, whatever the map's
 		// At most ReplayStep sessions move within the commit: the rest go
 		// home in the background (replay.go), so that a device with many
 		// kept events neither holds the commit past the ingest timeout nor

@@ -68,8 +68,8 @@ for k, e in ipairs(evs) do
     if e.typ == T_STARTED then inc.st = e.ts else inc.en, inc.gd, inc.s = e.ts, e.gd, e.x end
     local j = inc
     if cur then j = sjoin(sget(cur), inc) end
-    if hl and hhome(hl, sat(j)) then
-      r = h
+    if hl and hhome(hl, sat(inc)) then
+      r = h -- Go routed by a stale history
     elseif cur and skey(j) == skey(sget(cur)) then
       r = R_DUPLICATE
     else
@@ -85,7 +85,9 @@ for k, e in ipairs(evs) do
     rcall('PEXPIRE', pk, PENDING_TTL_MS)
   end
   -- A session kept while the device has a history may have copies in its
-  -- workspaces: Go checks (F_MULTI).
+  -- workspaces, or a home by a start kept earlier that this event alone
+  -- does not have (its move home waits for a replay step): Go checks and
+  -- brings it home (F_MULTI).
   if type(r) == 'number' and hl and e.typ ~= T_ONLINE then r = r + F_MULTI end
   out[k] = r
 end
