@@ -240,7 +240,7 @@ func TestQuickDeskOutOfOrder(t *testing.T) {
 // TestQuickDeskRefused posts deliveries that must be refused, each with
 // its answer, and checks that none of them changed anything.
 func TestQuickDeskRefused(t *testing.T) {
-	e := mustQuickDeskEnv(t, envOptions{inMemory: true})
+	e := mustQuickDeskEnv(t, envOptions{})
 	key, _ := e.MustKey(t, qdWorkspace, true)
 	e.MustSend(t, registered(qdDevice, qdWorkspace, "qd-host", "Windows", time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)),
 		onlineEv(qdDevice, true, time.Date(2026, 12, 1, 20, 1, 0, 0, time.UTC)))

@@ -13,7 +13,8 @@ import (
 // slot, so every key that a device event changes carries its workspace's tag:
 //
 //	fl:{w:W}:dev          hash  device id → "ON,OT,LS,RG,H;" + JSON {n,o,u,x}: online,
-//	                             online ts, last seen, registration ts, placement
+//	                             online ts, last seen ("" when OT's or,
+//	                             without OT, RG's), registration ts, placement
 //	                             history ("" when only RG's registration here);
 //	                             name, os, user, unbound (lib.lua: dget)
 //	fl:{w:W}:sec          hash  device id → SHA-256 (hex) of its secret

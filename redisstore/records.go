@@ -12,7 +12,7 @@ import (
 
 // deviceRecord is a device as stored in fl:{w:W}:dev (lib.lua, dget):
 // "ON,OT,LS,RG,H;" followed by the JSON of the cold fields; the times are
-// in base 36.
+// in base 36, and LS is left out when it equals OT or, without OT, RG.
 type deviceRecord struct {
 	On       int
 	LastSeen int64
@@ -39,7 +39,15 @@ func parseDeviceRecord(raw string) (deviceRecord, error) {
 		return r, fmt.Errorf("malformed device record %q", raw)
 	}
 	r.On, _ = strconv.Atoi(f[0])
-	r.LastSeen, _ = strconv.ParseInt(f[2], 36, 64)
+	ls := f[2]
+	if ls == "" {
+		// Left out: it equals OT or, without OT, RG (lib.lua, dput).
+		ls = f[1]
+		if ls == "" {
+			ls = f[3]
+		}
+	}
+	r.LastSeen, _ = strconv.ParseInt(ls, 36, 64)
 	r.History = f[4]
 	if err := json.Unmarshal([]byte(cold), &r.coldFields); err != nil {
 		return r, fmt.Errorf("malformed device record %q: %w", raw, err)

@@ -230,7 +230,8 @@ end
 -- Device record, fl:{w:W}:dev field D: "ON,OT,LS,RG,H;COLD"
 --   (times in base 36: b36n, b36s)
 --   ON   1 online, 0 offline; OT the ts of the presence that decided it
---        ("" when none yet); LS last seen; RG the ts of the registration
+--        ("" when none yet); LS last seen, "" when it equals OT or,
+--        without OT, RG (most devices); RG the ts of the registration
 --        whose name/os/user COLD holds ("" when none arrived here);
 --   H    the placement history, "" when it is only RG's registration here
 --        (the common case: a device that never moved);
@@ -251,18 +252,6 @@ end
 
 local ONS = {[0] = '0', [1] = '1'}
 
-local function dget(raw)
-  local a = find(raw, ',', 3, true)
-  local b = find(raw, ',', a + 1, true)
-  local c = find(raw, ',', b + 1, true)
-  local p = find(raw, ';', c + 1, true)
-  local ots, lss = sub(raw, 3, a - 1), sub(raw, a + 1, b - 1)
-  local ot, ls = b36n(ots), b36n(lss)
-  -- RG is read when asked for (drg): the hot path never needs it.
-  return {on = byte(raw, 1) - 48, ot = ot, ls = ls, h = sub(raw, c + 1, p - 1),
-    cold = sub(raw, p + 1), _ot = ots, _otn = ot, _ls = lss, _lsn = ls, _rg = sub(raw, b + 1, c - 1)}
-end
-
 -- drg returns the record's registration ts (nil for none).
 local function drg(v)
   if not v._rgread then
@@ -272,10 +261,32 @@ local function drg(v)
   return v.rg
 end
 
+-- A record leaves LS out (empty) when it equals OT or, without OT, RG:
+-- most devices' newest event is their presence change or, before any,
+-- their registration. Deciding by OT first keeps RG unread on the hot path.
+
+local function dget(raw)
+  local a = find(raw, ',', 3, true)
+  local b = find(raw, ',', a + 1, true)
+  local c = find(raw, ',', b + 1, true)
+  local p = find(raw, ';', c + 1, true)
+  local ots, lss = sub(raw, 3, a - 1), sub(raw, a + 1, b - 1)
+  local ot, ls = b36n(ots), b36n(lss)
+  -- RG is read when asked for (drg): the hot path never needs it.
+  local v = {on = byte(raw, 1) - 48, ot = ot, ls = ls, h = sub(raw, c + 1, p - 1),
+    cold = sub(raw, p + 1), _ot = ots, _otn = ot, _ls = lss, _lsn = ls, _rg = sub(raw, b + 1, c - 1)}
+  if lss == '' then
+    if ot ~= nil then v.ls = ot else v.ls = drg(v) end
+  end
+  return v
+end
+
 local function dput(v)
   local rg = v._rg or ''
   if v._rgread then rg = nstr36(v.rg, v._rgn, v._rg) end
-  return ONS[v.on] .. ',' .. nstr36(v.ot, v._otn, v._ot) .. ',' .. nstr36(v.ls, v._lsn, v._ls) .. ',' ..
+  local ls = ''
+  if v.ls ~= v.ot and (v.ot ~= nil or v.ls ~= drg(v)) then ls = nstr36(v.ls, v._lsn, v._ls) end
+  return ONS[v.on] .. ',' .. nstr36(v.ot, v._otn, v._ot) .. ',' .. ls .. ',' ..
     rg .. ',' .. v.h .. ';' .. v.cold
 end
 
