@@ -133,6 +133,7 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 	now, day := s.clock()
 	post := newFollowUp()
 	var refused map[string]string // device → workspace that answered rNotHere
+	var names wsNames
 	for attempt := 0; len(work) > 0; attempt++ {
 		if attempt == 4 {
 			e := &events[work[0]]
@@ -172,7 +173,8 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 				c.idx = append(c.idx, i)
 				continue
 			}
-			c := applies.add(s.wsGroup(ws), wsDevKey(ws), wsPrefix(ws), typ, deliveryDigest(e.ID), e.TS, e.DeviceID, e.SessionID, x, dur,
+			wk := names.of(ws)
+			c := applies.add(s.wsGroup(ws), wk.dev, wk.prefix, typ, deliveryDigest(e.ID), e.TS, e.DeviceID, e.SessionID, x, dur,
 				strconv.FormatInt(e.TS, 36))
 			c.idx = append(c.idx, i)
 			c.ws = append(c.ws, ws)
@@ -360,4 +362,37 @@ func (s *Store) followUp(ctx context.Context, f *followUp) error {
 		return err
 	}
 	return s.exec(ctx, adopts.calls)
+}
+
+// wsNames makes the key names of the workspaces of one commit once each
+// (a batch names a few workspaces in many events), the prefix boxed as the
+// script argument it is.
+type wsNames struct {
+	lastWS string
+	last   wsName
+	m      map[string]wsName // made at a commit's second workspace
+}
+
+type wsName struct {
+	dev    string
+	prefix any
+}
+
+func (w *wsNames) of(ws string) wsName {
+	if w.last.dev != "" && ws == w.lastWS {
+		return w.last
+	}
+	n, ok := w.m[ws]
+	if !ok {
+		p := wsPrefix(ws)
+		n = wsName{dev: p + kDev, prefix: p}
+		if w.last.dev != "" {
+			if w.m == nil {
+				w.m = map[string]wsName{w.lastWS: w.last}
+			}
+			w.m[ws] = n
+		}
+	}
+	w.lastWS, w.last = ws, n
+	return n
 }
