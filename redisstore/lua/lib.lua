@@ -272,7 +272,8 @@ local function dget(raw)
   local p = find(raw, ';', c + 1, true)
   local ots, lss = sub(raw, 3, a - 1), sub(raw, a + 1, b - 1)
   local ot, ls = b36n(ots), b36n(lss)
-  -- RG is read when asked for (drg): the hot path never needs it.
+  -- RG is read when asked for (drg): the hot path needs it only for a
+  -- device's first presence change.
   local v = {on = byte(raw, 1) - 48, ot = ot, ls = ls, h = sub(raw, c + 1, p - 1),
     cold = sub(raw, p + 1), _ot = ots, _otn = ot, _ls = lss, _lsn = ls, _rg = sub(raw, b + 1, c - 1)}
   if lss == '' then
