@@ -165,3 +165,37 @@ func TestKeptStartGivesLaterEventsAHome(t *testing.T) {
 		t.Fatal(diff)
 	}
 }
+
+// A kept presence stays kept when the placement that would carry it finds,
+// at its adopt step, that a placement on another replica has just made the
+// device placed nowhere (here a delete between its sync and its adopt):
+// the next registration carries it (a case the property found on the
+// cluster with replicas at once, where the presence was dropped unapplied
+// and the device stayed offline).
+func TestKeptPresenceSurvivesARacingPlacement(t *testing.T) {
+	b := newBackend(t)
+	a, other := b.open(t), b.open(t)
+	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
+	p := "race-kept-"
+	on := online(p+"d", true, at(-30), p+"on")
+	del := fleet.Event{Type: fleet.EventDeviceDeleted, DeviceID: p + "d", TS: ms(at(-40)), DurationSec: -1}
+	first, last := reg(p+"d", p+"w2", at(-50)), reg(p+"d", p+"w0", at(-20))
+	apply(t, a, on)
+	raced := false
+	a.hookStep = func(st string) error {
+		if st == "synced" && !raced {
+			raced = true
+			apply(t, other, del)
+		}
+		return nil
+	}
+	apply(t, a, first)
+	a.hookStep = nil
+	if !raced {
+		t.Fatal("the placement had no sync step")
+	}
+	apply(t, other, last)
+	if diff := differsFromModel(t, a, []fleet.Event{on, del, first, last}, p, ms(at(-120))); diff != "" {
+		t.Fatal(diff)
+	}
+}

@@ -74,6 +74,9 @@ import (
 //     kept events to the workspace it is placed in now (adopt.lua).
 //  4. Bring the moved sessions and kept events home (merge.lua, or kept
 //     again by stash.lua when they still have none) and drop what arrived.
+//     Kept presence is dropped only when step 3 found the device placed
+//     in that workspace still: when a placement on another replica raced
+//     this one in between, it stays kept for that placement to carry.
 //
 // A crash between steps leaves the device listed in two workspaces (step 2
 // done in the new one, not yet in the old), or sessions counted nowhere,

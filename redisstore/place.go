@@ -159,6 +159,10 @@ type recon struct {
 	pending     map[string]string       // kept events (pend:D)
 	havePending bool
 	deferred    bool // sessions left to move home in the background
+	// unplaced: adopt.lua found the device no longer placed in the owner
+	// this history names (another placement raced this one), so its kept
+	// presence stays kept for that placement to carry.
+	unplaced bool
 }
 
 // reconcile brings the workspaces of each device's history in step
@@ -180,7 +184,7 @@ func (s *Store) reconcile(ctx context.Context, rs []*recon) error {
 	// Kept events are done with once the device has a workspace.
 	unkeeps := newGroup(unkeepScript, 0)
 	for _, r := range rs {
-		if len(r.pending) == 0 || r.route.h.owner() == "" {
+		if len(r.pending) == 0 || r.route.h.owner() == "" || r.unplaced {
 			continue
 		}
 		b := idxKey(bucketOf(r.device))
@@ -344,13 +348,23 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 		if p.hasLS {
 			ls = strconv.FormatInt(p.ls, 10)
 		}
-		adopts.add(owner, wsDevKey(owner), r.device, on, ot, ls)
+		c := adopts.add(owner, wsDevKey(owner), r.device, on, ot, ls)
+		c.recs = append(c.recs, r)
 	}
 	if err := s.step("synced"); err != nil {
 		return nil, err
 	}
 	if err := s.exec(ctx, adopts.calls); err != nil {
 		return nil, err
+	}
+	for _, c := range adopts.calls {
+		placed, err := c.cmd.Int64Slice()
+		if err != nil || len(placed) != len(c.recs) {
+			return nil, fmt.Errorf("redisstore: adopt: bad script reply: %v", err)
+		}
+		for k, r := range c.recs {
+			r.unplaced = placed[k] == 0
+		}
 	}
 	return rus, s.step("adopted")
 }

@@ -3,15 +3,20 @@
 -- last seen of events applied at a session's home elsewhere).
 -- KEYS[1] = fl:{w:W}:dev. ARGV: quadruples of device, online ("0"/"1",
 -- "" for none), online ts, last seen ("" for none). A device not placed
--- here now is skipped.
+-- here now is skipped. Returns per device 1 when it is placed here, 0
+-- when it was skipped (a placement raced this one: what was carried
+-- must stay kept for that placement to carry).
 local P = sub(KEYS[1], 1, -4)
 local W = wsOf(P)
+local out = {}
 for i = 1, #ARGV, 4 do
   local d = ARGV[i]
   local raw = rcall('HGET', KEYS[1], d)
+  out[#out + 1] = 0
   if raw then
     local v = dget(raw)
     if v.h == '' or howner(hparse(v.h)) == W then
+      out[#out] = 1
       local changed = false
       if ARGV[i + 1] ~= '' then
         local on, ot = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -26,4 +31,4 @@ for i = 1, #ARGV, 4 do
     end
   end
 end
-return 0
+return out
