@@ -49,6 +49,12 @@ func (o options) post(events []event) (int, []byte, time.Duration, error) {
 	req, _ := http.NewRequest("POST", "http://"+o.addr+"/backend/webhook", bytes.NewReader(b))
 	req.Header.Set("x-webhook-secret", o.secret)
 	req.Header.Set("Content-Type", "application/json")
+	return roundTrip(req)
+}
+
+// roundTrip sends req and returns the status, body and time until the
+// last byte of the body.
+func roundTrip(req *http.Request) (int, []byte, time.Duration, error) {
 	start := time.Now()
 	resp, err := webClient.Do(req)
 	if err != nil {
@@ -125,14 +131,7 @@ feed:
 func (o options) apiGet(path string) (int, []byte, time.Duration, error) {
 	req, _ := http.NewRequest("GET", "http://"+o.addr+path, nil)
 	req.Header.Set("x-api-key", o.key)
-	start := time.Now()
-	resp, err := webClient.Do(req)
-	if err != nil {
-		return 0, nil, time.Since(start), err
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, body, time.Since(start), err
+	return roundTrip(req)
 }
 
 // sessionPage is a page of GET /api/v1/sessions.
