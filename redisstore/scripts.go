@@ -51,6 +51,9 @@ func prelude() string {
 		fleet.EventOnlineChanged, fleet.EventSessionStarted, fleet.EventSessionEnded)
 	fmt.Fprintf(&b, "local HISTORY_MAX, DAY_MS, DEDUPE_TTL, PENDING_TTL_MS, MAX_DURATION = %d, %d, %d, %d, %d\n",
 		historyMax, dayMs, dedupeTTLSec, pendingTTL, maxDurationSec)
+	// and as text, for command arguments (Redis formats a Lua number
+	// argument with printf)
+	fmt.Fprintf(&b, "local DEDUPE_TTL_S, PENDING_TTL_MS_S = '%d', '%d'\n", dedupeTTLSec, pendingTTL)
 	for _, kc := range keyConstants {
 		fmt.Fprintf(&b, "local %s = %q\n", kc[0], kc[1])
 	}

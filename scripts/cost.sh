@@ -16,6 +16,8 @@
 # functions; the table at the end sums them up. Dumps stay in
 # bench-out/cost/SHAPE/ for callgrind_annotate. Env: OUT (bench-out),
 # COST_ARGS (more driver flags, e.g. "--single 500 --batches 10"),
+# COST_SHAPES (the shapes measured: "large small"), COST_STEADY (0: no
+# second day),
 # REDIS_SERVER (another redis-server binary, e.g. one with symbols).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,8 +51,8 @@ shape() {
 }
 
 start=$(date +%s)
-shape large --steady
-shape small --steady
+steady=--steady; [ "${COST_STEADY:-1}" = 0 ] && steady=
+for s in ${COST_SHAPES:-large small}; do shape "$s" $steady; done
 echo
 echo "| phase | Redis instructions per event | Redis commands per event |"
 echo "|---|---|---|"

@@ -3,5 +3,5 @@
 -- the email is already a member.
 local P = sub(KEYS[1], 1, -4)
 if rcall('HSETNX', P .. K_MEM, ARGV[1], ARGV[2]) == 0 then return 0 end
-rcall('ZADD', P .. K_MEMIDX, 0, ARGV[1])
+rcall('ZADD', P .. K_MEMIDX, '0', ARGV[1])
 return 1

@@ -22,7 +22,7 @@ for i = 1, #ARGV, 4 do
         local on, ot = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
         if pnewer(v, ot, on) > 0 then
           v.on, v.ot, changed = on, ot, true
-          if on == 1 then rcall('ZADD', P .. K_ON, 0, d) else rcall('ZREM', P .. K_ON, d) end
+          if on == 1 then rcall('ZADD', P .. K_ON, '0', d) else rcall('ZREM', P .. K_ON, d) end
         end
       end
       local ls = opt(ARGV[i + 3])

@@ -26,7 +26,7 @@ local bound, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
 -- Check everything before writing anything, so that a bad argument fails
 -- the call with nothing applied.
 local n = (#ARGV - 4) / 9
-local ts = {}
+local ts, durs = {}, {} -- each event's ts and durationSec (false: none)
 for k = 1, n do
   local i = 5 + (k - 1) * 9
   local t, typ, gd = tonumber(ARGV[i + 3]), ARGV[i + 1], ARGV[i + 7]
@@ -34,7 +34,7 @@ for k = 1, n do
   if not t or typ ~= T_ONLINE_S and typ ~= T_STARTED_S and typ ~= T_ENDED_S or g == nil or g and (g < 0 or g > MAX_DURATION) then
     return redis.error_reply('ERR fleetd: malformed event ' .. (k - 1))
   end
-  ts[k] = t
+  ts[k], durs[k] = t, g
 end
 if not (now and bound and retention) then return redis.error_reply('ERR fleetd: malformed arguments') end
 
@@ -75,7 +75,7 @@ for k = 1, n do
           else
             r = R_ACCEPTED
             if on ~= dev.on then
-              if on == 1 then rcall('ZADD', ON, 0, d) else rcall('ZREM', ON, d) end
+              if on == 1 then rcall('ZADD', ON, '0', d) else rcall('ZREM', ON, d) end
             end
             dev.on, dev.ot, dev._ot, dev._otn = on, t, t36, t
           end
@@ -89,23 +89,24 @@ for k = 1, n do
       local sraw = rcall('HGET', SS, sid)
       local old = nil
       if sraw then old = sget(sraw) end
-      local inc = {d = d, w = now, _w = ARGV[1], _wn = now}
+      local inc
       if typ == T_STARTED_S then
-        inc.st, inc._st, inc._stn = t, tss, t
+        inc = {d = d, w = now, _w = ARGV[1], _wn = now, st = t, _st = tss, _stn = t}
       else
-        local gds = ARGV[i + 7]
-        inc.en, inc._en, inc._enn, inc.s = t, tss, t, ARGV[i + 6]
-        if gds ~= '' then inc.gd, inc._gd, inc._gdn = tonumber(gds), gds, tonumber(gds) end
+        local gd, gds = durs[k] or nil, nil
+        if gd then gds = ARGV[i + 7] end
+        inc = {d = d, w = now, _w = ARGV[1], _wn = now, en = t, _en = tss, _enn = t, s = ARGV[i + 6],
+          gd = gd, _gd = gds, _gdn = gd}
       end
       if old and old.tomb then
         -- Moved: keep what this event adds in the tombstone, for Go to
         -- bring to the session's home.
         local j = sjoin(old, inc)
-        if skey(j) ~= skey(old) then stomb(P, sid, nil, j, old.tomb, retention) end
+        if not ssame(j, old) then stomb(P, sid, nil, j, old.tomb, retention) end
         r = R_MOVED + flags
       elseif old then
         local j = sjoin(old, inc)
-        if skey(j) == skey(old) then
+        if ssame(j, old) then
           r = R_DUPLICATE + flags
         elseif hl and hhome(hl, sat(j)) ~= W then
           -- The start moved the session's home elsewhere.

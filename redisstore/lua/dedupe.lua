@@ -68,7 +68,7 @@ local function dup(P, dg, ts)
   local k = ddKey(s.ka, s.a, dg, s.ba)
   if rcall('HSETNX', k, dg, '') == 0 then return true end
   if not s.exp[k] then
-    rcall('EXPIRE', k, DEDUPE_TTL)
+    rcall('EXPIRE', k, DEDUPE_TTL_S)
     s.exp[k] = true
   end
   s.marked = true
@@ -80,7 +80,7 @@ end
 local function ddFinish()
   for _, s in pairs(ddState) do
     if s.fresh and s.marked then
-      rcall('HSET', s.meta, H_BUCKETS .. ddToday, s.ba)
+      rcall('HSET', s.meta, H_BUCKETS .. ddToday, num(s.ba))
       local old = {}
       for d = ddDay - 9, ddDay - 2 do old[#old + 1] = H_BUCKETS .. d end
       rcall('HDEL', s.meta, unpack(old))

@@ -70,7 +70,7 @@ for k, e in ipairs(evs) do
     if cur then j = sjoin(sget(cur), inc) end
     if hl and hhome(hl, sat(inc)) then
       r = h -- Go routed by a stale history
-    elseif cur and skey(j) == skey(sget(cur)) then
+    elseif cur and ssame(j, sget(cur)) then
       r = R_DUPLICATE
     else
       dropped = dropped + pkeep(e.B, e.d, e.sid, j, not cur, bound)
@@ -79,10 +79,10 @@ for k, e in ipairs(evs) do
   end
   if type(r) == 'number' and not iddup then
     -- Delivery ids are kept for as many events as sessions are.
-    if idf and rcall('HINCRBY', pk, H_IDS, 1) <= bound then rcall('HSET', pk, idf, '') end
+    if idf and rcall('HINCRBY', pk, H_IDS, '1') <= bound then rcall('HSET', pk, idf, '') end
     local l = tonumber(rcall('HGET', pk, H_SEEN) or '')
     if not l or e.ts > l then rcall('HSET', pk, H_SEEN, fmt(e.ts)) end
-    rcall('PEXPIRE', pk, PENDING_TTL_MS)
+    rcall('PEXPIRE', pk, PENDING_TTL_MS_S)
   end
   -- A session kept while the device has a history may have copies in its
   -- workspaces, or a home by a start kept earlier that this event alone

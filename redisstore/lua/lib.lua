@@ -332,8 +332,8 @@ end
 -- is placed here now.
 local function dlist(P, d, v, current)
   if current then
-    rcall('ZADD', P .. K_DEVS, 0, d)
-    if v.on == 1 then rcall('ZADD', P .. K_ON, 0, d) else rcall('ZREM', P .. K_ON, d) end
+    rcall('ZADD', P .. K_DEVS, '0', d)
+    if v.on == 1 then rcall('ZADD', P .. K_ON, '0', d) else rcall('ZREM', P .. K_ON, d) end
   else
     rcall('ZREM', P .. K_DEVS, d)
     rcall('ZREM', P .. K_ON, d)
@@ -378,10 +378,11 @@ local function swstr(v)
   return v._w or ''
 end
 
--- skey is the record without its write time: equal keys, same session.
-local function skey(v)
-  return v.d .. ',' .. nstr(v.st, v._stn, v._st) .. ',' .. nstr(v.en, v._enn, v._en) .. ',' .. nstr(v.gd, v._gdn, v._gd) ..
-    ',' .. (v.s or '')
+-- ssame reports whether two records say the same of a session (all but
+-- the write time), compared as values: the texts of the scripts and of
+-- Go are canonical, so equal values are equal texts.
+local function ssame(a, b)
+  return a.d == b.d and a.st == b.st and a.en == b.en and a.gd == b.gd and (a.s or '') == (b.s or '')
 end
 
 local function sput(v)
@@ -400,6 +401,14 @@ local function sdur(v)
   if v.gd then return v.gd end
   if v.st and v.en > v.st then return floor((v.en - v.st) / 1000) end
   return 0
+end
+
+-- sdurstr is the text of duration dur of record v (sdur), its
+-- durationSec's text when it is that.
+local function sdurstr(v, dur)
+  if v.gd and dur == v.gd then return nstr(v.gd, v._gdn, v._gd) end
+  if dur == 0 then return '0' end
+  return fmt(dur)
 end
 
 -- ecmp is 1 when end a wins over end b, -1 when b wins, 0 when equal:
@@ -508,11 +517,11 @@ local function scount(P, sid, old, new, retention)
       if not ne then rcall('ZREM', K.ends, sid) end
     end
     if ndur ~= odur or not ne then rcall('HINCRBY', tot, H_SECONDS, fmt(ndur - odur)) end
-    if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. olab, -1) end
+    if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. olab, '-1') end
     if not ne then return end
     if old.en ~= new.en then rcall('ZADD', K.ends, nstr(new.en, new._enn, new._en), sid) end
     if floor(new.en / DAY_MS) == day then
-      if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. nlab, 1) end
+      if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. nlab, '1') end
       return
     end
   end
@@ -520,14 +529,15 @@ local function scount(P, sid, old, new, retention)
   -- A new end (or one moved to another day).
   local day = floor(new.en / DAY_MS)
   local days = num(day)
+  local nds = sdurstr(new, ndur)
   if not oe then
     rcall('ZADD', K.ends, nstr(new.en, new._enn, new._en), sid)
-    rcall('HINCRBY', tot, H_SECONDS, fmt(ndur))
-    rcall('HINCRBY', tot, H_ENDED .. nlab, 1)
+    rcall('HINCRBY', tot, H_SECONDS, nds)
+    rcall('HINCRBY', tot, H_ENDED .. nlab, '1')
   elseif olab ~= nlab then
-    rcall('HINCRBY', tot, H_ENDED .. nlab, 1)
+    rcall('HINCRBY', tot, H_ENDED .. nlab, '1')
   end
-  rcall('HINCRBY', K.secd, days, fmt(ndur))
+  rcall('HINCRBY', K.secd, days, nds)
   local act = K.act .. days
   if rcall('SADD', act, d) == 1 then
     rcall('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
@@ -559,24 +569,24 @@ local function pkeep(B, d, sid, rec, isNew, bound)
   rcall('ZADD', pq, fmt(sat(rec)), sid)
   local dropped = 0
   if isNew then
-    local n = rcall('HINCRBY', pk, H_SESSIONS, 1)
+    local n = rcall('HINCRBY', pk, H_SESSIONS, '1')
     while n > bound do
       local old = rcall('ZPOPMIN', pq)
       if #old == 0 then break end
       rcall('HDEL', pk, H_SESSION .. old[1])
-      n = rcall('HINCRBY', pk, H_SESSIONS, -1)
+      n = rcall('HINCRBY', pk, H_SESSIONS, '-1')
       dropped = dropped + 1
     end
   end
-  rcall('PEXPIRE', pk, PENDING_TTL_MS)
-  rcall('PEXPIRE', pq, PENDING_TTL_MS)
+  rcall('PEXPIRE', pk, PENDING_TTL_MS_S)
+  rcall('PEXPIRE', pq, PENDING_TTL_MS_S)
   return dropped
 end
 
 -- punkeep drops kept session sid of device d once its home has it.
 local function punkeep(B, d, sid)
   if rcall('HDEL', B .. K_PEND .. d, H_SESSION .. sid) == 1 then
-    rcall('HINCRBY', B .. K_PEND .. d, H_SESSIONS, -1)
+    rcall('HINCRBY', B .. K_PEND .. d, H_SESSIONS, '-1')
     rcall('ZREM', B .. K_PQ .. d, sid)
   end
 end

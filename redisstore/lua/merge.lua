@@ -32,13 +32,13 @@ for i = 4, #ARGV, 2 do
         stomb(P, sid, old, j, home, retention)
         out[#out + 1] = {R_MOVED, sput(j)}
       else
-        if old and skey(j) ~= skey(old) then stomb(P, sid, nil, j, old.tomb, retention) end
+        if old and not ssame(j, old) then stomb(P, sid, nil, j, old.tomb, retention) end
         out[#out + 1] = {R_NOTHERE, sput(j)}
       end
     else
       local counted = nil
       if old and not old.tomb then counted = old end
-      if counted and skey(j) == skey(counted) then
+      if counted and ssame(j, counted) then
         out[#out + 1] = {R_DUPLICATE, ''}
       else
         scount(P, sid, counted, j, retention)

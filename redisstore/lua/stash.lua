@@ -19,7 +19,7 @@ for i = 3, #ARGV, 2 do
   if h and hhome(hparse(h), sat(j)) then
     out[#out + 1] = h
   else
-    if not cur or skey(j) ~= skey(sget(cur)) then dropped = dropped + pkeep(B, inc.d, sid, j, not cur, bound) end
+    if not cur or not ssame(j, sget(cur)) then dropped = dropped + pkeep(B, inc.d, sid, j, not cur, bound) end
     local ts = j.en or j.st
     local l = tonumber(rcall('HGET', pk, H_SEEN) or '')
     if not l or ts > l then rcall('HSET', pk, H_SEEN, fmt(ts)) end
