@@ -75,8 +75,8 @@ func luaFile(name string) string {
 
 // scriptStart begins every script's body: the globals lib.lua reads
 // through locals.
-const scriptStart = "rcall, tonumber, floor, find, sub, byte, format, gmatch = " +
-	"redis.call, _G.tonumber, math.floor, string.find, string.sub, string.byte, string.format, string.gmatch"
+const scriptStart = "rcall, tonumber, floor, find, sub, byte, format, gmatch, match = " +
+	"redis.call, _G.tonumber, math.floor, string.find, string.sub, string.byte, string.format, string.gmatch, string.match"
 
 // scriptFiles are the files of each script, after the prelude and lib.
 var scriptFiles = map[*redis.Script][]string{}

@@ -51,9 +51,11 @@ for k = 1, n do
   local raw = rcall('HGET', DEV, d)
   local r = R_NOTHERE
   if raw then
-    local dev = dget(raw)
-    local hl = nil -- nil: only its registration here (owner and home for all time)
-    if dev.h ~= '' then hl = hparse(dev.h) end
+    local ons, ots, lss, q, rgs, h = match(raw, DPAT)
+    -- A device that never moved (most) is read from its fields; one that
+    -- did, as a record with its history.
+    local dev, hl = nil, nil -- hl nil: only its registration here (owner and home for all time)
+    if h ~= '' then dev, hl = dget(raw), hparse(h) end
     local owner = (hl == nil) or howner(hl) == W
     local flags = 0
     if hl then
@@ -62,11 +64,18 @@ for k = 1, n do
     end
     if typ == T_ONLINE_S then
       if owner then
+        local on = 0
+        if ARGV[i + 6] == '1' then on = 1 end
         if dup(P, ARGV[i + 2], t) then
           r = R_DUPLICATE
+        elseif not dev then
+          local rec, flip
+          r, rec, flip = dpresence(raw, ons, ots, lss, q, rgs, on, t, t36)
+          if flip then
+            if on == 1 then rcall('ZADD', ON, '0', d) else rcall('ZREM', ON, d) end
+          end
+          if rec then rcall('HSET', DEV, d, rec) end
         else
-          local on = 0
-          if ARGV[i + 6] == '1' then on = 1 end
           local c = pnewer(dev, t, on)
           if c < 0 then
             r = R_STALE
@@ -122,8 +131,15 @@ for k = 1, n do
         rcall('HSET', SS, sid, sput(inc))
         r = R_ACCEPTED + flags
       end
-      -- Last seen counts every event about the device.
-      if r ~= R_NOTHERE and (dev.ls == nil or t > dev.ls) then
+      -- Last seen counts every event about the device (applied here).
+      if r ~= R_NOTHERE and not dev then
+        local ls = dseen(ots, lss, rgs)
+        if ls == nil or t > ls then
+          local lss2 = t36
+          if ots == t36 then lss2 = '' end
+          rcall('HSET', DEV, d, ons .. ',' .. ots .. ',' .. lss2 .. sub(raw, q))
+        end
+      elseif r ~= R_NOTHERE and (dev.ls == nil or t > dev.ls) then
         lsmax(dev, t, t36)
         rcall('HSET', DEV, d, dput(dev))
       end

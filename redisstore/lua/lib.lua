@@ -8,7 +8,7 @@
 -- table reads a use. They are set as each script starts (scriptStart in
 -- scripts.go), since globals cannot be read while the Functions library
 -- loads.
-local rcall, tonumber, floor, find, sub, byte, format, gmatch
+local rcall, tonumber, floor, find, sub, byte, format, gmatch, match
 
 local function fmt(x) return format('%d', x) end
 
@@ -80,8 +80,10 @@ local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
 
 local function b36n(s)
   if s == '' then return nil end
-  if byte(s, 1) == 45 then return -tonumber(sub(s, 2), 36) end
-  return tonumber(s, 36)
+  local n = tonumber(s, 36)
+  -- tonumber reads "-x" as the unsigned negation of x, far past any time
+  if n and n > 1e15 then return -tonumber(sub(s, 2), 36) end
+  return n
 end
 
 local function b36s(n)
@@ -289,6 +291,55 @@ local function dput(v)
   if v.ls ~= v.ot and (v.ot ~= nil or v.ls ~= drg(v)) then ls = nstr36(v.ls, v._lsn, v._ls) end
   return ONS[v.on] .. ',' .. nstr36(v.ot, v._otn, v._ot) .. ',' .. ls .. ',' ..
     rg .. ',' .. v.h .. ';' .. v.cold
+end
+
+-- The hot path reads the record of a device that never moved (H empty)
+-- without a table: match(raw, DPAT) returns the texts of ON, OT and LS,
+-- the position after LS, and the texts of RG and H.
+local DPAT = '^([01]),([^,]*),([^,]*)(),([^,]*),([^;]*);'
+
+-- dseen returns the last seen of a record's fields (DPAT).
+local function dseen(ots, lss, rgs)
+  if lss ~= '' then return b36n(lss) end
+  if ots ~= '' then return b36n(ots) end
+  return b36n(rgs)
+end
+
+-- dpresence applies presence on (0 or 1) at t (t36 its base 36 text) to
+-- record raw of fields ons, ots, lss, q, rgs (DPAT), as pnewer and lsmax
+-- do. Returns the result, the new record (nil: unchanged) and whether
+-- the device's online flag flipped.
+local function dpresence(raw, ons, ots, lss, q, rgs, on, t, t36)
+  local ot = b36n(ots)
+  local ls = dseen(ots, lss, rgs)
+  local on0 = 0
+  if ons == '1' then on0 = 1 end
+  local r, win = R_ACCEPTED, false
+  if ot == nil or t > ot then
+    win = true
+  elseif t < ot then
+    r = R_STALE
+  elseif on ~= on0 then
+    if on == 0 then win = true else r = R_STALE end
+  end
+  local raise = ls == nil or t > ls
+  if not (win or raise) then return r, nil, false end
+  local ons2, ots2, ot2 = ons, ots, ot
+  if win then ons2, ots2, ot2 = ONS[on], t36, t end
+  local ls2, lss2 = ls, '' -- LS stays out when it equals OT
+  if raise then ls2 = t end
+  if ls2 ~= ot2 then
+    if raise then
+      lss2 = t36
+    elseif lss ~= '' then
+      lss2 = lss
+    elseif ots ~= '' then
+      lss2 = ots -- last seen was the old presence's ts
+    else
+      lss2 = rgs
+    end
+  end
+  return r, ons2 .. ',' .. ots2 .. ',' .. lss2 .. sub(raw, q), win and on ~= on0
 end
 
 -- dhist returns the placement history a record holds.
