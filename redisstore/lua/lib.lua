@@ -240,9 +240,10 @@ end
 --   COLD JSON {n,o,u} of name, os, user, written by Go; "x":1 marks a
 --        user unbound through the API (u stays for the tie-break).
 
--- The codecs split records with plain finds (patterns cost several times
--- more) and keep the text of each number as it was read, so that writing
--- a record back formats only the numbers that changed (nstr).
+-- The codecs split a record with one string.match (every call of a C
+-- function costs about as much as the pattern: several finds and subs
+-- cost more) and keep the text of each number as it was read, so that
+-- writing a record back formats only the numbers that changed (nstr).
 
 -- nstr is the text of number n: s0 when n is still n0, the number it was
 -- read as from s0; "" for none.
@@ -402,24 +403,24 @@ end
 -- listed in fl:{w:W}:mv:D until Go has seen the home hold all it knew, and
 -- then settles as "=HOME," (the record stays, for late events).
 
+-- SPAT splits a session record (one after its tombstone's "~HOME,"):
+-- device ids never hold '~' or '=', so a tombstone does not match it.
+local SPAT = '^([^,~=]*),([^,]*),([^,]*),([^,]*),([^,]*),(.*)'
+
 local function sget(raw)
-  local tomb, off = nil, 1
-  local c1 = byte(raw, 1)
-  if c1 == 126 or c1 == 61 then
-    off = find(raw, ',', 2, true)
+  local tomb = nil
+  local d, sts, ens, gds, ws, s = match(raw, SPAT)
+  if not d then
+    local off = find(raw, ',', 2, true)
     tomb = sub(raw, 2, off - 1)
-    off = off + 1
+    d, sts, ens, gds, ws, s = match(raw, SPAT, off + 1)
   end
-  local a = find(raw, ',', off, true)
-  local b = find(raw, ',', a + 1, true)
-  local c = find(raw, ',', b + 1, true)
-  local d = find(raw, ',', c + 1, true)
-  local e = find(raw, ',', d + 1, true)
-  local sts, ens, gds, ws = sub(raw, a + 1, b - 1), sub(raw, b + 1, c - 1),
-    sub(raw, c + 1, d - 1), sub(raw, d + 1, e - 1)
-  local st, en, gd = opt(sts), opt(ens), opt(gds)
+  local st, en, gd = nil, nil, nil
+  if sts ~= '' then st = tonumber(sts) end
+  if ens ~= '' then en = tonumber(ens) end
+  if gds ~= '' then gd = tonumber(gds) end
   -- W (when written) stays text: only the retention sweep reads it.
-  return {d = sub(raw, off, a - 1), st = st, en = en, gd = gd, s = sub(raw, e + 1), tomb = tomb,
+  return {d = d, st = st, en = en, gd = gd, s = s, tomb = tomb,
     _st = sts, _stn = st, _en = ens, _enn = en, _gd = gds, _gdn = gd, _w = ws}
 end
 
@@ -523,66 +524,71 @@ end
 local function scount(P, sid, old, new, retention)
   local d = (new or old).d
   local K = wsk(P)
-  local hd = K.hd .. d
+  -- (sat, slabel and sdur written out: a call costs more than each)
   local oat, nat, olab, nlab = nil, nil, nil, nil
+  local oe, ne = old and old.en, new and new.en
   if old then
-    oat = sat(old)
-    if old.en then olab = slabel(old.s) end
+    oat = old.st or oe - (old.gd or 0) * 1000
+    if oe then
+      olab = old.s
+      if not STATUS_LABELS[olab] then olab = 'other' end
+    end
   end
   local nats = nil
   if new then
-    nat = sat(new)
-    if new.en then nlab = slabel(new.s) end
+    nat = new.st or ne - (new.gd or 0) * 1000
+    if ne then
+      nlab = new.s
+      if not STATUS_LABELS[nlab] then nlab = 'other' end
+    end
     if nat ~= oat or nlab and nlab ~= olab then nats = satstr(new) end
   end
   if nat and nat ~= oat then
     rcall('ZADD', K.hist, nats, sid)
-    rcall('ZADD', hd, nats, sid)
+    rcall('ZADD', K.hd .. d, nats, sid)
   end
   if olab and olab ~= nlab then rcall('ZREM', K.hs .. olab, sid) end
   if nlab and (nlab ~= olab or nat ~= oat) then rcall('ZADD', K.hs .. nlab, nats, sid) end
   -- Sessions without an end, by start: live within the bound, abandoned
   -- after (both read from here).
-  local olive = old and old.st and not old.en
-  local nlive = new and new.st and not new.en
+  local olive = old and old.st and not oe
+  local nlive = new and new.st and not ne
   if nlive then
     if not olive or old.st ~= new.st then rcall('ZADD', K.live, nstr(new.st, new._stn, new._st), sid) end
   elseif olive then
     rcall('ZREM', K.live, sid)
   end
-  local oe = old and old.en
-  local ne = new and new.en
+  if not (oe or ne) then return end
   local odur, ndur = 0, 0
-  if oe then odur = sdur(old) end
-  if ne then ndur = sdur(new) end
-  if oe and ne and old.en == new.en and odur == ndur and olab == nlab then return end
+  if oe then odur = old.gd or old.st and oe > old.st and (oe - old.st - (oe - old.st) % 1000) / 1000 or 0 end
+  if ne then ndur = new.gd or new.st and ne > new.st and (ne - new.st - (ne - new.st) % 1000) / 1000 or 0 end
+  if oe and ne and oe == ne and odur == ndur and olab == nlab then return end
   local tot = K.tot
+  local nday = ne and (ne - ne % DAY_MS) / DAY_MS
   if oe then
-    local day = floor(old.en / DAY_MS)
-    if ne and floor(new.en / DAY_MS) == day then
+    local day = (oe - oe % DAY_MS) / DAY_MS
+    if nday == day then
       -- The same day: move the seconds, keep the active device.
       if ndur ~= odur then rcall('HINCRBY', K.secd, num(day), fmt(ndur - odur)) end
     else
       rcall('HINCRBY', K.secd, num(day), fmt(-odur))
-      if not activeElsewhere(P, d, sid, old.en) then rcall('SREM', K.act .. num(day), d) end
+      if not activeElsewhere(P, d, sid, oe) then rcall('SREM', K.act .. num(day), d) end
       if not ne then rcall('ZREM', K.ends, sid) end
     end
     if ndur ~= odur or not ne then rcall('HINCRBY', tot, H_SECONDS, fmt(ndur - odur)) end
     if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. olab, '-1') end
     if not ne then return end
-    if old.en ~= new.en then rcall('ZADD', K.ends, nstr(new.en, new._enn, new._en), sid) end
-    if floor(new.en / DAY_MS) == day then
+    if oe ~= ne then rcall('ZADD', K.ends, nstr(ne, new._enn, new._en), sid) end
+    if nday == day then
       if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. nlab, '1') end
       return
     end
   end
-  if not ne then return end
   -- A new end (or one moved to another day).
-  local day = floor(new.en / DAY_MS)
-  local days = num(day)
+  local days = num(nday)
   local nds = sdurstr(new, ndur)
   if not oe then
-    rcall('ZADD', K.ends, nstr(new.en, new._enn, new._en), sid)
+    rcall('ZADD', K.ends, nstr(ne, new._enn, new._en), sid)
     rcall('HINCRBY', tot, H_SECONDS, nds)
     rcall('HINCRBY', tot, H_ENDED .. nlab, '1')
   elseif olab ~= nlab then
@@ -591,7 +597,7 @@ local function scount(P, sid, old, new, retention)
   rcall('HINCRBY', K.secd, days, nds)
   local act = K.act .. days
   if rcall('SADD', act, d) == 1 then
-    rcall('PEXPIREAT', act, fmt((day + 1) * DAY_MS + retention))
+    rcall('PEXPIREAT', act, fmt((nday + 1) * DAY_MS + retention))
   end
 end
 
