@@ -130,7 +130,7 @@ func homeOf(e *fleet.Event, h history) string {
 // routed again from the index; a workspace that lags behind the index is
 // brought in step first.
 func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []int, results []fleet.Result) error {
-	now, day := s.clock()
+	now, _ := s.clock()
 	post := newFollowUp()
 	var refused map[string]string // device → workspace that answered rNotHere
 	var names wsNames
@@ -157,7 +157,7 @@ func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []in
 			}
 		}
 		refused = nil
-		applies := newGroup(applyScript, 0, now, day, s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds())
+		applies := newGroup(applyScript, 0, now, s.cfg.Retention.Milliseconds())
 		keeps := newGroup(keepScript, 0, now, s.cfg.MaxKeptSessions)
 		for _, i := range work {
 			e := &events[i]

@@ -64,13 +64,13 @@ func TestScriptsCheckBeforeWriting(t *testing.T) {
 	s, _ := MustOpen(t)
 	ctx := context.Background()
 	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)))
-	now, day := s.clock()
+	now, _ := s.clock()
 	good := []any{wsPrefix("a"), int(fleet.EventOnlineChanged), "", ms(t0), "d1", "", "1", "", strconv.FormatInt(ms(t0), 36)}
 	for name, c := range map[string]*call{
 		"apply, bad ts": {script: applyScript, keys: []string{wsDevKey("a")},
-			args: append(append([]any{now, day, int64(86400000), int64(86400000)}, good...), wsPrefix("a"), int(fleet.EventOnlineChanged), "", "not-a-ts", "d1", "", "0", "", "x")},
+			args: append(append([]any{now, int64(86400000)}, good...), wsPrefix("a"), int(fleet.EventOnlineChanged), "", "not-a-ts", "d1", "", "0", "", "x")},
 		"apply, durationSec out of range": {script: applyScript, keys: []string{wsDevKey("a")},
-			args: append(append([]any{now, day, int64(86400000), int64(86400000)}, good...), wsPrefix("a"), int(fleet.EventSessionEnded), "", ms(t0), "d1", "s1", "success", "100000000000000000", strconv.FormatInt(ms(t0), 36))},
+			args: append(append([]any{now, int64(86400000)}, good...), wsPrefix("a"), int(fleet.EventSessionEnded), "", ms(t0), "d1", "s1", "success", "100000000000000000", strconv.FormatInt(ms(t0), 36))},
 		"keep, bad ts": {script: keepScript, keys: []string{idxKey(bucketOf("k1"))},
 			args: []any{now, 10, bucketPrefix(bucketOf("k1")), int(fleet.EventOnlineChanged), "", ms(t0), "k1", "", "1", "", bucketPrefix(bucketOf("k1")), int(fleet.EventOnlineChanged), "", "x", "k1", "", "1", ""}},
 		"place, bad placement": {script: placeScript, keys: []string{idxKey(bucketOf("p1"))},

@@ -117,12 +117,18 @@ func (ss spans) locate(n int) (string, int) {
 	return "?", n
 }
 
-// scriptText assembles a script for EVALSHA: the prelude, lib, the start
-// of a body, its files.
+// sharedFiles come after the prelude in every script, and once in the
+// Functions library: what the scripts share.
+var sharedFiles = []string{"lib", "dedupe"}
+
+// scriptText assembles a script for EVALSHA: the prelude, the shared
+// files, the start of a body, its files.
 func scriptText(files []string) *text {
 	t := &text{}
 	t.add("prelude (scripts.go)", prelude())
-	t.add("lua/lib.lua", luaFile("lib"))
+	for _, f := range sharedFiles {
+		t.add("lua/"+f+".lua", luaFile(f))
+	}
 	t.add("scripts.go (scriptStart)", scriptStart)
 	for _, f := range files {
 		t.add("lua/"+f+".lua", luaFile(f))
@@ -148,7 +154,7 @@ func script(files ...string) *redis.Script {
 
 // The scripts. Each file under lua/ says what it takes and returns.
 var (
-	applyScript     = script("dedupe", "apply")
+	applyScript     = script("apply")
 	keepScript      = script("keep")
 	stashScript     = script("stash")
 	placeScript     = script("place")
@@ -205,7 +211,9 @@ func init() {
 	t := &text{}
 	t.add("scripts.go (library)", "#!lua name=LIBRARY") // the name, a digest of the rest, is set below
 	t.add("prelude (scripts.go)", prelude())
-	t.add("lua/lib.lua", luaFile("lib"))
+	for _, f := range sharedFiles {
+		t.add("lua/"+f+".lua", luaFile(f))
+	}
 	for _, sc := range names {
 		t.add("scripts.go (library)", fmt.Sprintf("local function fn_%s(KEYS, ARGV)\n%s", scriptNames[sc], scriptStart))
 		for _, f := range scriptFiles[sc] {

@@ -4,7 +4,7 @@
 -- commit); on a cluster a call carries one workspace, since a script may
 -- only touch one slot. KEYS[1] = fl:{w:W}:dev of the first event's
 -- workspace (routing only).
--- ARGV: now, day, live bound ms, retention ms, then 9 fields per event:
+-- ARGV: now, retention ms, then 9 fields per event:
 -- workspace key prefix, type, delivery id digest, ts, device, session,
 -- x (online "1"/"0", or status), durationSec ("" when absent), and ts in
 -- base 36 (the device record's text of it).
@@ -20,15 +20,14 @@
 -- that changes nothing is a duplicate by what it says (the session already
 -- has that start, or an end).
 
-local now = tonumber(ARGV[1])
-local bound, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
+local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
 
 -- Check everything before writing anything, so that a bad argument fails
 -- the call with nothing applied.
-local n = (#ARGV - 4) / 9
+local n = (#ARGV - 2) / 9
 local ts, durs = {}, {} -- each event's ts and durationSec (false: none)
 for k = 1, n do
-  local i = 5 + (k - 1) * 9
+  local i = 3 + (k - 1) * 9
   local t, typ, gd = tonumber(ARGV[i + 3]), ARGV[i + 1], ARGV[i + 7]
   local g = gd ~= '' and tonumber(gd)
   if not t or typ ~= T_ONLINE_S and typ ~= T_STARTED_S and typ ~= T_ENDED_S or g == nil or g and (g < 0 or g > MAX_DURATION) then
@@ -36,12 +35,13 @@ for k = 1, n do
   end
   ts[k], durs[k] = t, g
 end
-if not (now and bound and retention) then return redis.error_reply('ERR fleetd: malformed arguments') end
+if not (now and retention) then return redis.error_reply('ERR fleetd: malformed arguments') end
+ddBegin((now - now % DAY_MS) / DAY_MS)
 
 local out = {}
 local lastP, W, DEV, SS, ON = nil, nil, nil, nil, nil
 for k = 1, n do
-  local i = 5 + (k - 1) * 9
+  local i = 3 + (k - 1) * 9
   local P, typ, d = ARGV[i], ARGV[i + 1], ARGV[i + 4]
   local t, tss, t36 = ts[k], ARGV[i + 3], ARGV[i + 8]
   if P ~= lastP then
