@@ -10,10 +10,11 @@
 -- hash-max-listpack-entries) is a listpack, about 16 bytes per id, where
 -- a set of the ids themselves costs about 90. B is fixed per workspace
 -- and day (field b:DAY of fl:{w:W}:sn), sized on the day's first mark
--- from yesterday's count (estimated from yesterday's bucket 0) for about
--- 64 ids per bucket, so steady traffic stays compact. A day with several
--- times yesterday's traffic just grows some buckets into ordinary hashes,
--- as large as a set, never wrong.
+-- from yesterday's count (estimated from yesterday's bucket 0), or on a
+-- workspace's first day from its devices (4 ids a device), for about 64
+-- ids per bucket, so steady traffic stays compact and no bucket is a long
+-- listpack to scan. A day with several times the expected traffic just
+-- grows some buckets into ordinary hashes, as large as a set, never wrong.
 --
 -- What a workspace's day decided stays with its key names (wsk), which
 -- the calls of the Functions library share: its bucket counts (fixed once
@@ -52,8 +53,10 @@ local function ddOf(P)
     local ba, by = tonumber(v[1]), tonumber(v[2])
     s.fresh = not ba
     if s.fresh then
-      local ny = 0
-      if by then ny = rcall('HLEN', s.y .. ':0') * by end
+      -- ids expected today: yesterday's, else (a workspace's first day)
+      -- 4 a registered device
+      local ny
+      if by then ny = rcall('HLEN', s.y .. ':0') * by else ny = rcall('HLEN', K.dev) * 4 end
       ba = 1
       while ba * 64 < ny and ba < 1048576 do ba = ba * 2 end
     end
