@@ -110,11 +110,11 @@ for k = 1, n do
       if old and old.tomb then
         -- Moved: keep what this event adds in the tombstone, for Go to
         -- bring to the session's home.
-        local j = sjoin(old, inc)
+        local j = sjoinInto(inc, old)
         if not ssame(j, old) then stomb(P, sid, nil, j, old.tomb, retention) end
         r = R_MOVED + flags
       elseif old then
-        local j = sjoin(old, inc)
+        local j = sjoinInto(inc, old)
         if ssame(j, old) then
           r = R_DUPLICATE + flags
         elseif hl and hhome(hl, sat(j)) ~= W then

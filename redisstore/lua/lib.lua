@@ -27,14 +27,19 @@ local function num(n)
   return s
 end
 
--- wsk returns the key names of workspace prefix P.
+-- HEND holds the tot field of each status label, made once.
+local HEND = {}
+
+-- wsk returns the key names of workspace prefix P (hsl: of hs:LABEL by
+-- label, made when first used; actday, actk: of act:DAY, the last day
+-- named).
 local function wsk(P)
   local k = WSK[P]
   if k then return k end
   if nwsk >= 4096 then WSK, nwsk = {}, 0 end
   k = {dev = P .. K_DEV, devs = P .. K_DEVS, on = P .. K_ON, ss = P .. K_SS, hist = P .. K_HIST, hd = P .. K_HD,
     live = P .. K_LIVE, ends = P .. K_ENDS, hs = P .. K_HS, secd = P .. K_SECD, act = P .. K_ACT, tot = P .. K_TOT,
-    mv = P .. K_MV, sn = P .. K_SN, snday = P .. K_SNDAY}
+    mv = P .. K_MV, sn = P .. K_SN, snday = P .. K_SNDAY, hsl = {}}
   WSK[P], nwsk = k, nwsk + 1
   return k
 end
@@ -474,19 +479,24 @@ local function ecmp(a, b)
   return bytecmp(a.s or '', b.s or '')
 end
 
--- sjoin merges what two records know of one session: the earliest start,
--- the winning end (ecmp).
-local function sjoin(a, b)
-  local r = {d = a.d, st = a.st, en = a.en, gd = a.gd, s = a.s, w = a.w,
-    _st = a._st, _stn = a._stn, _en = a._en, _enn = a._enn, _gd = a._gd, _gdn = a._gdn, _w = a._w, _wn = a._wn}
-  if r.d == '' then r.d = b.d end
-  if b.st and (not r.st or b.st < r.st) then r.st, r._st, r._stn = b.st, b._st, b._stn end
-  if b.en and (not r.en or ecmp(b, r) > 0) then
-    r.en, r.gd, r.s, r._en, r._enn, r._gd, r._gdn = b.en, b.gd, b.s, b._en, b._enn, b._gd, b._gdn
+-- sjoinInto merges what record a knows of a session into record b (what
+-- arrives), in place, and returns b: the earliest start, the winning end
+-- (ecmp), b's write time when it has one.
+local function sjoinInto(b, a)
+  if a.d ~= '' then b.d = a.d end
+  if not (b.st and (not a.st or b.st < a.st)) then b.st, b._st, b._stn = a.st, a._st, a._stn end
+  if not (b.en and (not a.en or ecmp(b, a) > 0)) then
+    b.en, b.gd, b.s, b._en, b._enn, b._gd, b._gdn = a.en, a.gd, a.s, a._en, a._enn, a._gd, a._gdn
   end
-  -- b is what arrives: its write time is the later one.
-  if b.w or b._w and b._w ~= '' then r.w, r._w, r._wn = b.w, b._w, b._wn end
-  return r
+  if not (b.w or b._w and b._w ~= '') then b.w, b._w, b._wn = a.w, a._w, a._wn end
+  return b
+end
+
+-- sjoin merges what two records know of one session, b being what
+-- arrives, into a new record.
+local function sjoin(a, b)
+  return sjoinInto({d = b.d, st = b.st, en = b.en, gd = b.gd, s = b.s, w = b.w, _st = b._st, _stn = b._stn,
+    _en = b._en, _enn = b._enn, _gd = b._gd, _gdn = b._gdn, _w = b._w, _wn = b._wn}, a)
 end
 
 -- satstr is the text of sat(v).
@@ -521,6 +531,19 @@ end
 -- "at", and by status label for ended ones), liveness, and, for ended
 -- sessions, seconds and active devices by UTC day and the totals by
 -- status. (A month's usage is summed from its days when it is read.)
+-- hslabel and hend make the names that K.hsl and HEND keep.
+local function hslabel(K, lab)
+  local k = K.hs .. lab
+  K.hsl[lab] = k
+  return k
+end
+
+local function hend(lab)
+  local k = H_ENDED .. lab
+  HEND[lab] = k
+  return k
+end
+
 local function scount(P, sid, old, new, retention)
   local d = (new or old).d
   local K = wsk(P)
@@ -547,8 +570,8 @@ local function scount(P, sid, old, new, retention)
     rcall('ZADD', K.hist, nats, sid)
     rcall('ZADD', K.hd .. d, nats, sid)
   end
-  if olab and olab ~= nlab then rcall('ZREM', K.hs .. olab, sid) end
-  if nlab and (nlab ~= olab or nat ~= oat) then rcall('ZADD', K.hs .. nlab, nats, sid) end
+  if olab and olab ~= nlab then rcall('ZREM', K.hsl[olab] or hslabel(K, olab), sid) end
+  if nlab and (nlab ~= olab or nat ~= oat) then rcall('ZADD', K.hsl[nlab] or hslabel(K, nlab), nats, sid) end
   -- Sessions without an end, by start: live within the bound, abandoned
   -- after (both read from here).
   local olive = old and old.st and not oe
@@ -576,11 +599,11 @@ local function scount(P, sid, old, new, retention)
       if not ne then rcall('ZREM', K.ends, sid) end
     end
     if ndur ~= odur or not ne then rcall('HINCRBY', tot, H_SECONDS, fmt(ndur - odur)) end
-    if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. olab, '-1') end
+    if olab ~= nlab then rcall('HINCRBY', tot, HEND[olab] or hend(olab), '-1') end
     if not ne then return end
     if oe ~= ne then rcall('ZADD', K.ends, nstr(ne, new._enn, new._en), sid) end
     if nday == day then
-      if olab ~= nlab then rcall('HINCRBY', tot, H_ENDED .. nlab, '1') end
+      if olab ~= nlab then rcall('HINCRBY', tot, HEND[nlab] or hend(nlab), '1') end
       return
     end
   end
@@ -590,12 +613,16 @@ local function scount(P, sid, old, new, retention)
   if not oe then
     rcall('ZADD', K.ends, nstr(ne, new._enn, new._en), sid)
     rcall('HINCRBY', tot, H_SECONDS, nds)
-    rcall('HINCRBY', tot, H_ENDED .. nlab, '1')
+    rcall('HINCRBY', tot, HEND[nlab] or hend(nlab), '1')
   elseif olab ~= nlab then
-    rcall('HINCRBY', tot, H_ENDED .. nlab, '1')
+    rcall('HINCRBY', tot, HEND[nlab] or hend(nlab), '1')
   end
   rcall('HINCRBY', K.secd, days, nds)
-  local act = K.act .. days
+  local act = K.actk
+  if K.actday ~= nday then
+    act = K.act .. days
+    K.actday, K.actk = nday, act
+  end
   if rcall('SADD', act, d) == 1 then
     rcall('PEXPIREAT', act, fmt((nday + 1) * DAY_MS + retention))
   end
