@@ -18,7 +18,9 @@
 # COST_ARGS (more driver flags, e.g. "--single 500 --batches 10"),
 # COST_SHAPES (the shapes measured: "large small"), COST_STEADY (0: no
 # second day),
-# REDIS_SERVER (another redis-server binary, e.g. one with symbols).
+# REDIS_SERVER (another redis-server binary, e.g. one with symbols),
+# COST_REDIS_ARGS (more redis-server flags, e.g.
+# "--hash-max-listpack-entries 128").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench-out}/cost
@@ -36,7 +38,7 @@ shape() {
   local dir="$out/$name" port; port=$(freeport); mkdir -p "$dir"
   valgrind --tool=callgrind --instr-atstart=no --toggle-collect=serverCron --collect-atstart=yes \
     --callgrind-out-file="$dir/callgrind.out.%p" --log-file="$dir/valgrind.log" \
-    "$redis" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/redis.log" &
+    "$redis" --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/redis.log" ${COST_REDIS_ARGS:-} &
   vpid=$!
   until redis-cli -p "$port" ping >/dev/null 2>&1; do
     kill -0 "$vpid" 2>/dev/null || { cat "$dir/valgrind.log" "$dir/redis.log" >&2; exit 1; }

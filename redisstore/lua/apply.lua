@@ -25,7 +25,7 @@ local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
 -- Check everything before writing anything, so that a bad argument fails
 -- the call with nothing applied.
 local n = (#ARGV - 2) / 9
-local ts, durs = {}, {} -- each event's ts and durationSec (false: none)
+local ts = {} -- each event's ts at k, its durationSec (false: none) at n + k
 for k = 1, n do
   local i = 3 + (k - 1) * 9
   local t, typ, gd = tonumber(ARGV[i + 3]), ARGV[i + 1], ARGV[i + 7]
@@ -33,7 +33,7 @@ for k = 1, n do
   if not t or typ ~= T_ONLINE_S and typ ~= T_STARTED_S and typ ~= T_ENDED_S or g == nil or g and (g < 0 or g > MAX_DURATION) then
     return redis.error_reply('ERR fleetd: malformed event ' .. (k - 1))
   end
-  ts[k], durs[k] = t, g
+  ts[k], ts[n + k] = t, g
 end
 if not (now and retention) then return redis.error_reply('ERR fleetd: malformed arguments') end
 ddBegin((now - now % DAY_MS) / DAY_MS)
@@ -102,7 +102,7 @@ for k = 1, n do
       if typ == T_STARTED_S then
         inc = {d = d, w = now, _w = ARGV[1], _wn = now, st = t, _st = tss, _stn = t}
       else
-        local gd, gds = durs[k] or nil, nil
+        local gd, gds = ts[n + k] or nil, nil
         if gd then gds = ARGV[i + 7] end
         inc = {d = d, w = now, _w = ARGV[1], _wn = now, en = t, _en = tss, _enn = t, s = ARGV[i + 6],
           gd = gd, _gd = gds, _gdn = gd}
