@@ -2,7 +2,8 @@
 # make soak (not in CI): runs fleetd on redis-server under an open-loop
 # load at half its measured single-event maximum for SOAK (default 10m),
 # sampling every 10 s: RSS, goroutines, the webhook p99 of the last 10 s
-# (from fleetd's own histogram) and Redis used_memory. The load test verifies the final
+# (from fleetd's own histogram), Redis used_memory and Redis CPU (user +
+# sys) per webhook request of the last 10 s. The load test verifies the final
 # state. Flat RSS/goroutines/p99 columns are the pass criterion, read by a
 # person: the figures go to bench-out/soak.tsv.
 set -euo pipefail
@@ -25,6 +26,9 @@ target, path, pid, rport = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[
 def redis_mem():
     info = subprocess.run(["redis-cli", "-p", rport, "INFO", "memory"], capture_output=True, text=True).stdout
     return float(re.search(r"^used_memory:(\d+)", info, re.M).group(1))
+def redis_cpu():
+    info = subprocess.run(["redis-cli", "-p", rport, "INFO", "cpu"], capture_output=True, text=True).stdout
+    return sum(float(v) for v in re.findall(r"^used_cpu_(?:user|sys):([0-9.]+)", info, re.M))
 def scrape():
     txt = urllib.request.urlopen(target + "/metrics").read().decode()
     val = lambda n: float(re.search(r"^%s (\S+)$" % n, txt, re.M).group(1))
@@ -38,15 +42,17 @@ def p99(prev, cur):
     for le, c in zip(les, d):
         if c >= 0.99 * total: return le
 with open(path, "w") as f:
-    f.write("t_s\trss_mib\tgoroutines\tp99_ms_last10s\trequests_last10s\tredis_used_mib\n")
-    _, _, prev = scrape(); start = time.time()
+    f.write("t_s\trss_mib\tgoroutines\tp99_ms_last10s\trequests_last10s\tredis_used_mib\tredis_cpu_us_per_request\n")
+    _, _, prev = scrape(); cpu0 = redis_cpu(); start = time.time()
     while True:
         time.sleep(10)
         try: os.kill(pid, 0)
         except OSError: break
-        rss, gr, cur = scrape()
-        line = "%d\t%.1f\t%d\t%.1f\t%d\t%.1f" % (time.time() - start, rss / 2**20, gr, p99(prev, cur) * 1000, cur[max(cur)] - prev.get(max(cur), 0), redis_mem() / 2**20)
-        print(line, flush=True); f.write(line + "\n"); f.flush(); prev = cur
+        rss, gr, cur = scrape(); cpu = redis_cpu()
+        n = cur[max(cur)] - prev.get(max(cur), 0)
+        line = "%d\t%.1f\t%d\t%.1f\t%d\t%.1f\t%.1f" % (time.time() - start, rss / 2**20, gr, p99(prev, cur) * 1000, n, redis_mem() / 2**20,
+                                                (cpu - cpu0) * 1e6 / max(n, 1))
+        print(line, flush=True); f.write(line + "\n"); f.flush(); prev, cpu0 = cur, cpu
 PY
 wait $lt || { cat "$out/soak-load.txt"; exit 1; }
 grep -E "events/s|latency|verify" "$out/soak-load.txt"
