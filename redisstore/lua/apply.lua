@@ -25,7 +25,7 @@ local now, retention = tonumber(ARGV[1]), tonumber(ARGV[2])
 -- Check everything before writing anything, so that a bad argument fails
 -- the call with nothing applied.
 local n = (#ARGV - 2) / 9
-local ts = {} -- each event's ts at k, its durationSec (false: none) at n + k
+local ts = {} -- each event's ts and durationSec (false: none), side by side
 for k = 1, n do
   local i = 3 + (k - 1) * 9
   local t, typ, gd = tonumber(ARGV[i + 3]), ARGV[i + 1], ARGV[i + 7]
@@ -33,7 +33,7 @@ for k = 1, n do
   if not t or typ ~= T_ONLINE_S and typ ~= T_STARTED_S and typ ~= T_ENDED_S or g == nil or g and (g < 0 or g > MAX_DURATION) then
     return redis.error_reply('ERR fleetd: malformed event ' .. (k - 1))
   end
-  ts[k], ts[n + k] = t, g
+  ts[2 * k - 1], ts[2 * k] = t, g
 end
 if not (now and retention) then return redis.error_reply('ERR fleetd: malformed arguments') end
 ddBegin((now - now % DAY_MS) / DAY_MS)
@@ -43,7 +43,7 @@ local lastP, W, DEV, SS, ON = nil, nil, nil, nil, nil
 for k = 1, n do
   local i = 3 + (k - 1) * 9
   local P, typ, d = ARGV[i], ARGV[i + 1], ARGV[i + 4]
-  local t, tss, t36 = ts[k], ARGV[i + 3], ARGV[i + 8]
+  local t, tss, t36 = ts[2 * k - 1], ARGV[i + 3], ARGV[i + 8]
   if P ~= lastP then
     local K = wsk(P)
     lastP, W, DEV, SS, ON = P, wsOf(P), K.dev, K.ss, K.on
@@ -95,19 +95,31 @@ for k = 1, n do
       end
     else
       local sid = ARGV[i + 5]
-      local sraw = rcall('HGET', SS, sid)
-      local old = nil
-      if sraw then old = sget(sraw) end
       local inc
       if typ == T_STARTED_S then
         inc = {d = d, w = now, _w = ARGV[1], _wn = now, st = t, _st = tss, _stn = t}
       else
-        local gd, gds = ts[n + k] or nil, nil
+        local gd, gds = ts[2 * k] or nil, nil
         if gd then gds = ARGV[i + 7] end
         inc = {d = d, w = now, _w = ARGV[1], _wn = now, en = t, _en = tss, _enn = t, s = ARGV[i + 6],
           gd = gd, _gd = gds, _gdn = gd}
       end
-      if old and old.tomb then
+      local old = nil
+      if typ == T_STARTED_S and not hl then
+        -- Most starts are of a session not seen yet, at home here: write it
+        -- at once, and read what is there only when something is.
+        if rcall('HSETNX', SS, sid, sput(inc)) == 1 then
+          scount(P, sid, nil, inc, retention)
+          r = R_ACCEPTED
+        else
+          old = sget(rcall('HGET', SS, sid))
+        end
+      else
+        local sraw = rcall('HGET', SS, sid)
+        if sraw then old = sget(sraw) end
+      end
+      if r == R_ACCEPTED then -- luacheck: ignore 542 (written above)
+      elseif old and old.tomb then
         -- Moved: keep what this event adds in the tombstone, for Go to
         -- bring to the session's home.
         local j = sjoinInto(inc, old)
