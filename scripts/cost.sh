@@ -25,6 +25,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench-out}/cost
 redis=${REDIS_SERVER:-$(command -v redis-server)}
+if [ -z "${REDIS_SERVER:-}" ] && [ "${COST_SYMBOLS:-1}" != 0 ] && command -v readelf >/dev/null 2>&1; then
+  # the rebuild with symbols that scripts/redis-symbols.sh kept, if any
+  id=$(readelf -n "$(readlink -f "$redis")" | awk '/Build ID/ { print $3 }')
+  rebuilt=${XDG_CACHE_HOME:-$HOME/.cache}/fleetd/redis-server-$id
+  [ -x "$rebuilt" ] && redis=$rebuilt && echo "make cost: running $rebuilt (the installed version rebuilt, with symbols)" >&2
+fi
 rm -rf "$out"; mkdir -p "$out"; out=$(cd "$out" && pwd) # redis-server's --dir changes its directory
 tmp=$(mktemp -d); vpid=
 cleanup() { [ -n "$vpid" ] && kill "$vpid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
