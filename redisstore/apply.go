@@ -85,10 +85,8 @@ func (s *Store) validate(events []fleet.Event) error {
 	return nil
 }
 
-func (s *Store) clock() (now int64, day int64) {
-	now = s.now().UnixMilli()
-	return now, now / dayMs
-}
+// clock is the store's time now, in Unix ms.
+func (s *Store) clock() int64 { return s.now().UnixMilli() }
 
 // eventFields returns the type, x and durationSec fields of an event as the
 // scripts take them. A secret rotation is an offline change at its ts.
@@ -130,7 +128,7 @@ func homeOf(e *fleet.Event, h history) string {
 // routed again from the index; a workspace that lags behind the index is
 // brought in step first.
 func (s *Store) applyEvents(ctx context.Context, events []fleet.Event, work []int, results []fleet.Result) error {
-	now, _ := s.clock()
+	now := s.clock()
 	post := newFollowUp()
 	var refused map[string]string // device → workspace that answered rNotHere
 	var names wsNames

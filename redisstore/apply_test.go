@@ -64,7 +64,7 @@ func TestScriptsCheckBeforeWriting(t *testing.T) {
 	s, _ := MustOpen(t)
 	ctx := context.Background()
 	apply(t, s, reg("d1", "a", t0.Add(-time.Hour)))
-	now, _ := s.clock()
+	now := s.clock()
 	good := []any{wsPrefix("a"), int(fleet.EventOnlineChanged), "", ms(t0), "d1", "", "1", "", strconv.FormatInt(ms(t0), 36)}
 	for name, c := range map[string]*call{
 		"apply, bad ts": {script: applyScript, keys: []string{wsDevKey("a")},

@@ -200,7 +200,7 @@ func (s *Store) syncAll(ctx context.Context, rs []*recon) ([]*reunion, error) {
 	if len(rs) == 0 {
 		return nil, nil
 	}
-	now, _ := s.clock()
+	now := s.clock()
 	bound, retention := s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()
 	// The device's workspace now first, so that it is listed somewhere
 	// before the others drop it.

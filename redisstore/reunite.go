@@ -42,7 +42,7 @@ func (s *Store) reuniteAll(ctx context.Context, rs []*reunion) error {
 			work = append(work, item{r, sid})
 		}
 	}
-	now, _ := s.clock()
+	now := s.clock()
 	bound, retention := s.cfg.LiveSessionBound.Milliseconds(), s.cfg.Retention.Milliseconds()
 	for round := 0; len(work) > 0; round++ {
 		if round == maxReuniteRounds {

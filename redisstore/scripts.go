@@ -98,6 +98,13 @@ type span struct {
 
 type spans []span
 
+// addFiles adds the named files of lua/.
+func (t *text) addFiles(files []string) {
+	for _, f := range files {
+		t.add("lua/"+f+".lua", luaFile(f))
+	}
+}
+
 func (t *text) add(file, src string) {
 	if !strings.HasSuffix(src, "\n") {
 		src += "\n"
@@ -126,13 +133,9 @@ var sharedFiles = []string{"lib", "dedupe"}
 func scriptText(files []string) *text {
 	t := &text{}
 	t.add("prelude (scripts.go)", prelude())
-	for _, f := range sharedFiles {
-		t.add("lua/"+f+".lua", luaFile(f))
-	}
+	t.addFiles(sharedFiles)
 	t.add("scripts.go (scriptStart)", scriptStart)
-	for _, f := range files {
-		t.add("lua/"+f+".lua", luaFile(f))
-	}
+	t.addFiles(files)
 	return t
 }
 
@@ -211,14 +214,10 @@ func init() {
 	t := &text{}
 	t.add("scripts.go (library)", "#!lua name=LIBRARY") // the name, a digest of the rest, is set below
 	t.add("prelude (scripts.go)", prelude())
-	for _, f := range sharedFiles {
-		t.add("lua/"+f+".lua", luaFile(f))
-	}
+	t.addFiles(sharedFiles)
 	for _, sc := range names {
 		t.add("scripts.go (library)", fmt.Sprintf("local function fn_%s(KEYS, ARGV)\n%s", scriptNames[sc], scriptStart))
-		for _, f := range scriptFiles[sc] {
-			t.add("lua/"+f+".lua", luaFile(f))
-		}
+		t.addFiles(scriptFiles[sc])
 		t.add("scripts.go (library)", "end")
 	}
 	body := t.b.String()

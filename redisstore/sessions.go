@@ -23,7 +23,7 @@ func (s *Store) ListSessions(ctx context.Context, ws string, f fleet.SessionFilt
 			return page, fleet.Errorf(fleet.EINVALID, "cursor is malformed: pass next_cursor of the previous page unchanged")
 		}
 	}
-	now, _ := s.clock()
+	now := s.clock()
 	bound := s.cfg.LiveSessionBound.Milliseconds()
 	src, lo, hi, status := sessionSource(f, now-bound)
 	afterScore, afterID := cur[0], cur[1]

@@ -41,7 +41,7 @@ func (s *Store) StatsRange(ctx context.Context, offset, count int) ([]fleet.Work
 		return nil, 0, wrap("stats", err)
 	}
 	wss := names.Val()
-	now, _ := s.clock()
+	now := s.clock()
 	minLive := strconv.FormatInt(now-s.cfg.LiveSessionBound.Milliseconds(), 10)
 	type cmds struct {
 		devs, on, live *redis.IntCmd

@@ -13,7 +13,7 @@ import (
 // Usage implements fleet.Reader.
 func (s *Store) Usage(ctx context.Context, ws string, from, to time.Time) (fleet.Usage, error) {
 	u := fleet.Usage{From: from, To: to}
-	now, _ := s.clock()
+	now := s.clock()
 	bound := s.cfg.LiveSessionBound.Milliseconds()
 	cmd, err := s.eval(ctx, usageScript, []string{wsDevKey(ws)}, from.UnixMilli(), to.UnixMilli(), now, bound)
 	if err != nil {

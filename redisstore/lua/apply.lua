@@ -104,22 +104,17 @@ for k = 1, n do
         inc = {d = d, w = now, _w = ARGV[1], _wn = now, en = t, _en = tss, _enn = t, s = ARGV[i + 6],
           gd = gd, _gd = gds, _gdn = gd}
       end
-      local old = nil
+      local old, written = nil, false
       if typ == T_STARTED_S and not hl then
         -- Most starts are of a session not seen yet, at home here: write it
         -- at once, and read what is there only when something is.
-        if rcall('HSETNX', SS, sid, sput(inc)) == 1 then
-          scount(P, sid, nil, inc, retention)
-          r = R_ACCEPTED
-        else
-          old = sget(rcall('HGET', SS, sid))
-        end
+        written = rcall('HSETNX', SS, sid, sput(inc)) == 1
+        if not written then old = sget(rcall('HGET', SS, sid)) end
       else
         local sraw = rcall('HGET', SS, sid)
         if sraw then old = sget(sraw) end
       end
-      if r == R_ACCEPTED then -- luacheck: ignore 542 (written above)
-      elseif old and old.tomb then
+      if old and old.tomb then
         -- Moved: keep what this event adds in the tombstone, for Go to
         -- bring to the session's home.
         local j = sjoinInto(inc, old)
@@ -140,17 +135,13 @@ for k = 1, n do
         end
       elseif not hl or hhome(hl, sat(inc)) == W then
         scount(P, sid, nil, inc, retention)
-        rcall('HSET', SS, sid, sput(inc))
+        if not written then rcall('HSET', SS, sid, sput(inc)) end
         r = R_ACCEPTED + flags
       end
       -- Last seen counts every event about the device (applied here).
       if r ~= R_NOTHERE and not dev then
-        local ls = dseen(ots, lss, rgs)
-        if ls == nil or t > ls then
-          local lss2 = t36
-          if ots == t36 then lss2 = '' end
-          rcall('HSET', DEV, d, ons .. ',' .. ots .. ',' .. lss2 .. sub(raw, q))
-        end
+        local rec = dseenat(raw, ons, ots, lss, q, rgs, t, t36)
+        if rec then rcall('HSET', DEV, d, rec) end
       elseif r ~= R_NOTHERE and (dev.ls == nil or t > dev.ls) then
         lsmax(dev, t, t36)
         rcall('HSET', DEV, d, dput(dev))

@@ -311,6 +311,22 @@ local function dseen(ots, lss, rgs)
   return b36n(rgs)
 end
 
+-- drec is a record of fields ons, ots, lss and the rest of raw from q on
+-- (DPAT).
+local function drec(raw, ons, ots, lss, q)
+  return ons .. ',' .. ots .. ',' .. lss .. sub(raw, q)
+end
+
+-- dseenat returns record raw of fields ons, ots, lss, q, rgs (DPAT) with
+-- its last seen raised to t (t36 its base 36 text), or nil when it is as
+-- late already.
+local function dseenat(raw, ons, ots, lss, q, rgs, t, t36)
+  local ls = dseen(ots, lss, rgs)
+  if ls ~= nil and t <= ls then return nil end
+  if ots == t36 then return drec(raw, ons, ots, '', q) end -- LS stays out when it equals OT
+  return drec(raw, ons, ots, t36, q)
+end
+
 -- dpresence applies presence on (0 or 1) at t (t36 its base 36 text) to
 -- record raw of fields ons, ots, lss, q, rgs (DPAT), as pnewer and lsmax
 -- do. Returns the result, the new record (nil: unchanged) and whether
@@ -345,7 +361,7 @@ local function dpresence(raw, ons, ots, lss, q, rgs, on, t, t36)
       lss2 = rgs
     end
   end
-  return r, ons2 .. ',' .. ots2 .. ',' .. lss2 .. sub(raw, q), win and on ~= on0
+  return r, drec(raw, ons2, ots2, lss2, q), win and on ~= on0
 end
 
 -- dhist returns the placement history a record holds.
@@ -453,10 +469,14 @@ local function sat(v)
   return v.en - (v.gd or 0) * 1000
 end
 
+-- dayOf is the UTC day number of ms (floor, without a call to it).
+local function dayOf(ms) return (ms - ms % DAY_MS) / DAY_MS end
+
 -- sdur is the duration of an ended session.
 local function sdur(v)
   if v.gd then return v.gd end
-  if v.st and v.en > v.st then return floor((v.en - v.st) / 1000) end
+  local x = v.st and v.en - v.st
+  if x and x > 0 then return (x - x % 1000) / 1000 end
   return 0
 end
 
@@ -513,24 +533,19 @@ end
 -- activeElsewhere reports whether device d has another ended session in
 -- workspace P than sid whose end falls on the same UTC day as ms.
 local function activeElsewhere(P, d, sid, ms)
-  local day = floor(ms / DAY_MS)
+  local day = dayOf(ms)
   for _, other in ipairs(rcall('ZRANGE', P .. K_HD .. d, 0, -1)) do
     if other ~= sid then
       local raw = rcall('HGET', P .. K_SS, other)
       if raw then
         local o = sget(raw)
-        if not o.tomb and o.en and floor(o.en / DAY_MS) == day then return true end
+        if not o.tomb and o.en and dayOf(o.en) == day then return true end
       end
     end
   end
   return false
 end
 
--- scount moves the counts of workspace P from what record old contributes
--- to what record new does (either may be nil): listing position (by
--- "at", and by status label for ended ones), liveness, and, for ended
--- sessions, seconds and active devices by UTC day and the totals by
--- status. (A month's usage is summed from its days when it is read.)
 -- hslabel and hend make the names that K.hsl and HEND keep.
 local function hslabel(K, lab)
   local k = K.hs .. lab
@@ -544,26 +559,24 @@ local function hend(lab)
   return k
 end
 
+-- scount moves the counts of workspace P from what record old contributes
+-- to what record new does (either may be nil): listing position (by
+-- "at", and by status label for ended ones), liveness, and, for ended
+-- sessions, seconds and active devices by UTC day and the totals by
+-- status. (A month's usage is summed from its days when it is read.)
 local function scount(P, sid, old, new, retention)
   local d = (new or old).d
   local K = wsk(P)
-  -- (sat, slabel and sdur written out: a call costs more than each)
   local oat, nat, olab, nlab = nil, nil, nil, nil
   local oe, ne = old and old.en, new and new.en
   if old then
-    oat = old.st or oe - (old.gd or 0) * 1000
-    if oe then
-      olab = old.s
-      if not STATUS_LABELS[olab] then olab = 'other' end
-    end
+    oat = sat(old)
+    if oe then olab = slabel(old.s) end
   end
   local nats = nil
   if new then
-    nat = new.st or ne - (new.gd or 0) * 1000
-    if ne then
-      nlab = new.s
-      if not STATUS_LABELS[nlab] then nlab = 'other' end
-    end
+    nat = sat(new)
+    if ne then nlab = slabel(new.s) end
     if nat ~= oat or nlab and nlab ~= olab then nats = satstr(new) end
   end
   if nat and nat ~= oat then
@@ -583,13 +596,13 @@ local function scount(P, sid, old, new, retention)
   end
   if not (oe or ne) then return end
   local odur, ndur = 0, 0
-  if oe then odur = old.gd or old.st and oe > old.st and (oe - old.st - (oe - old.st) % 1000) / 1000 or 0 end
-  if ne then ndur = new.gd or new.st and ne > new.st and (ne - new.st - (ne - new.st) % 1000) / 1000 or 0 end
+  if oe then odur = sdur(old) end
+  if ne then ndur = sdur(new) end
   if oe and ne and oe == ne and odur == ndur and olab == nlab then return end
   local tot = K.tot
-  local nday = ne and (ne - ne % DAY_MS) / DAY_MS
+  local nday = ne and dayOf(ne)
   if oe then
-    local day = (oe - oe % DAY_MS) / DAY_MS
+    local day = dayOf(oe)
     if nday == day then
       -- The same day: move the seconds, keep the active device.
       if ndur ~= odur then rcall('HINCRBY', K.secd, num(day), fmt(ndur - odur)) end
