@@ -82,3 +82,46 @@ func TestDedupeAcrossDaysAndBuckets(t *testing.T) {
 		t.Fatalf("day 2: %d ids in %d buckets, want 600 in 16", ids, keys)
 	}
 }
+
+// A workspace's first day has no day before to size its buckets from: it
+// is sized from its devices (4 ids a device, ~64 a bucket), so that its
+// ids do not pile up in one long listpack that every id scans.
+func TestDedupeFirstDaySizedFromDevices(t *testing.T) {
+	s, _ := MustOpen(t)
+	day := t0.Truncate(24 * time.Hour).Add(time.Hour)
+	s.SetClock(func() time.Time { return day })
+	var regs, events []fleet.Event
+	for i := range 256 {
+		regs = append(regs, reg(fmt.Sprintf("d%d", i), "acme", day.Add(-time.Hour)))
+	}
+	apply(t, s, regs...)
+	for i := range 1024 {
+		events = append(events, online(fmt.Sprintf("d%d", i%256), i%2 == 0, day.Add(time.Duration(i)*time.Millisecond), fmt.Sprintf("id-%d", i)))
+	}
+	wantResults(t, apply(t, s, events[:1]...), fleet.Accepted)
+	apply(t, s, events[1:]...)
+	wantResults(t, apply(t, s, events[:1]...), fleet.Duplicate)
+
+	// 256 devices: 1,024 ids expected, 16 buckets of ~64.
+	ctx := context.Background()
+	d := day.UnixMilli() / dayMs
+	var keys, ids int64
+	for k := range 64 {
+		key := fmt.Sprintf("%ssn:%d:%d", wsPrefix("acme"), d, k)
+		n, err := s.rdb.HLen(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			continue
+		}
+		keys++
+		ids += n
+		if ttl, err := s.rdb.TTL(ctx, key).Result(); err != nil || ttl <= 0 {
+			t.Fatalf("%s has TTL %v (%v), want one", key, ttl, err)
+		}
+	}
+	if keys != 16 || ids != 1024 {
+		t.Fatalf("day 1: %d ids in %d buckets, want 1024 in 16", ids, keys)
+	}
+}
