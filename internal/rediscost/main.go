@@ -71,6 +71,9 @@ type config struct {
 	seed               uint64
 	callgrindPID       int
 	callgrindDir       string
+	floorAddr          string
+	floorPID           int
+	floorDir           string
 	top                int
 	results            string
 	timeout            time.Duration
@@ -98,6 +101,9 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the mix")
 	fs.IntVar(&c.callgrindPID, "callgrind-pid", 0, "pid of the valgrind --tool=callgrind process running redis-server (0: count commands only)")
 	fs.StringVar(&c.callgrindDir, "callgrind-dir", ".", "directory of its --callgrind-out-file dumps (callgrind.out.PID.N)")
+	fs.StringVar(&c.floorAddr, "floor", "", "host:port of a second, empty redis-server: replay the commands the store ran there (through MONITOR of --addr, which must not run under callgrind) and report what they cost by themselves")
+	fs.IntVar(&c.floorPID, "floor-callgrind-pid", 0, "pid of the valgrind --tool=callgrind process running the --floor redis-server (0: count commands only)")
+	fs.StringVar(&c.floorDir, "floor-callgrind-dir", ".", "directory of its dumps")
 	fs.IntVar(&c.top, "top", 15, "functions listed per phase, inclusive and self")
 	fs.StringVar(&c.results, "results", "", "append one tab-separated line per phase to this file")
 	fs.DurationVar(&c.timeout, "timeout", 2*time.Minute, "bound of each Redis call (valgrind is slow)")
@@ -122,6 +128,10 @@ func parseFlags(args []string, stdout io.Writer) (config, error) {
 		return c, fmt.Errorf("%w: counts must not be negative, --batch-size at least 1", errUsage)
 	case c.day2At < 0 || c.day2At >= 24*time.Hour:
 		return c, fmt.Errorf("%w: --day2-at must be a time of day, 0 to 23h59m", errUsage)
+	case c.floorAddr != "" && c.callgrindPID != 0:
+		return c, fmt.Errorf("%w: --floor watches --addr through MONITOR, which callgrind would count: run --addr without --callgrind-pid", errUsage)
+	case c.floorAddr == "" && c.floorPID != 0:
+		return c, fmt.Errorf("%w: --floor-callgrind-pid needs --floor", errUsage)
 	}
 	if c.workspaces == 0 {
 		c.workspaces = sh.workspaces
@@ -138,7 +148,9 @@ type driver struct {
 	out   io.Writer
 	store *redisstore.Store
 	srv   *serverConn
-	cg    *callgrind // nil: commands only
+	cg    *callgrind   // nil: commands only
+	rec   *recorder    // --floor: the store's commands, and
+	fl    *floorServer // where they replay; both nil without --floor
 	mix   *mix
 	// now is the store's clock (Unix ms): just after the newest event
 	// applied, and moved to the next day by nextDay.
@@ -165,12 +177,33 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if n, err := srv.do("DBSIZE"); err != nil || n != int64(0) {
 		return fmt.Errorf("redis at %s must be empty (DBSIZE %v, %v): the figures are of a fresh fleet", cfg.addr, n, err)
 	}
+	// --floor: watch the store's commands from before it opens.
+	var rec *recorder
+	var fl *floorServer
+	if cfg.floorAddr != "" {
+		fc, err := dialServer(cfg.floorAddr, 10*time.Second)
+		if err != nil {
+			return fmt.Errorf("connect to --floor %s: %w", cfg.floorAddr, err)
+		}
+		defer fc.Close()
+		if n, err := fc.do("DBSIZE"); err != nil || n != int64(0) {
+			return fmt.Errorf("--floor redis at %s must be empty (DBSIZE %v, %v)", cfg.floorAddr, n, err)
+		}
+		fl = &floorServer{conn: fc}
+		if cfg.floorPID != 0 {
+			fl.cg = &callgrind{pid: cfg.floorPID, dir: cfg.floorDir}
+		}
+		if rec, err = startRecorder(cfg.addr, srv.c.LocalAddr()); err != nil {
+			return err
+		}
+		defer rec.Close()
+	}
 	store, err := redisstore.Open(ctx, redisstore.Config{URL: "redis://" + cfg.addr, Timeout: cfg.timeout, PoolSize: 1})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	d := &driver{cfg: cfg, out: stdout, store: store, srv: srv,
+	d := &driver{cfg: cfg, out: stdout, store: store, srv: srv, rec: rec, fl: fl,
 		mix: newMix(fleetShape{cfg.workspaces, cfg.devices}, cfg.seed)}
 	if cfg.callgrindPID != 0 {
 		d.cg = &callgrind{pid: cfg.callgrindPID, dir: cfg.callgrindDir}
@@ -344,6 +377,11 @@ func (d *driver) phases(ctx context.Context, prefix string) error {
 // time, and reports what Redis did for them.
 func (d *driver) measure(ctx context.Context, name string, n, size int) error {
 	events, want := d.events(n)
+	if d.rec != nil { // what came before the phase, unmeasured
+		if err := d.floor(ctx, "", 0, 0); err != nil {
+			return err
+		}
+	}
 	calls0, err := d.srv.commandCalls()
 	if err != nil {
 		return err
@@ -382,7 +420,13 @@ func (d *driver) measure(ctx context.Context, name string, n, size int) error {
 	if err != nil {
 		return err
 	}
-	return d.report(name, n, requests, size, t, elapsed, calls0, calls1, prof, dump)
+	if err := d.report(name, n, requests, size, t, elapsed, calls0, calls1, prof, dump); err != nil {
+		return err
+	}
+	if d.rec != nil {
+		return d.floor(ctx, name, n, requests)
+	}
+	return nil
 }
 
 type cmdCount struct {
@@ -429,6 +473,15 @@ func (d *driver) report(name string, n, requests, size int, t tally, elapsed tim
 		d.topList(w, "self", prof.self, prof, n, false)
 		fmt.Fprintf(w, "dump: %s\n", dump)
 	}
+	if d.rec != nil { // the pass that measured the store wrote its line
+		return nil
+	}
+	return d.result(name, n, requests, instr, perEvent(total))
+}
+
+// result appends a phase's line to --results: name, events, requests,
+// instructions and commands per event.
+func (d *driver) result(name string, n, requests int, instr string, cmdsPerEvent float64) error {
 	if d.cfg.results == "" {
 		return nil
 	}
@@ -436,7 +489,7 @@ func (d *driver) report(name string, n, requests, size int, t tally, elapsed tim
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(f, "%s\t%d\t%d\t%s\t%.2f\n", name, n, requests, instr, perEvent(total))
+	_, err = fmt.Fprintf(f, "%s\t%d\t%d\t%s\t%.2f\n", name, n, requests, instr, cmdsPerEvent)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

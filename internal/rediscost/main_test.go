@@ -4,11 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/fleetd/fleetd/internal/redistest"
 )
@@ -137,4 +142,118 @@ func TestTopListChains(t *testing.T) {
 	if out.String() != want {
 		t.Errorf("got\n%s\nwant\n%s", out.String(), want)
 	}
+}
+
+// TestRunFloor: --floor replays what the store ran to a second server,
+// which ends with the very state the store left (same keys, types,
+// contents and expiries), and reports each phase's replay.
+func TestRunFloor(t *testing.T) {
+	srv, fl := redistest.Start(t), redistest.Start(t)
+	results := filepath.Join(t.TempDir(), "results.tsv")
+	var out bytes.Buffer
+	args := []string{"--addr", srv.Addr, "--floor", fl.Addr, "--shape", "small", "--workspaces", "2", "--devices", "10",
+		"--single", "20", "--batches", "3", "--batch-size", "10", "--steady", "--results", results}
+	if err := run(context.Background(), args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	b, err := os.ReadFile(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"small/single plain", "small/batch10 plain", "small/day2-single plain", "small/day2-batch10 plain"}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("results:\n%s\nwant %d lines", b, len(want))
+	}
+	for i, line := range lines {
+		f := strings.Split(line, "\t")
+		if len(f) != 5 || f[0] != want[i] || f[3] != "-" {
+			t.Fatalf("result line %q: want phase %s and no instruction count", line, want[i])
+		}
+		if perEvent, err := strconv.ParseFloat(f[4], 64); err != nil || perEvent < 1 {
+			t.Errorf("%s: replayed commands per event %q, want at least 1 (the device read)", f[0], f[4])
+		}
+	}
+	if !strings.Contains(out.String(), "== small/batch10, plain commands: the same ") {
+		t.Errorf("output lacks the floor's report:\n%s", out.String())
+	}
+	a, z := snapshot(t, srv.Addr), snapshot(t, fl.Addr)
+	if len(a) < 10 {
+		t.Fatalf("store's server holds %d keys", len(a))
+	}
+	for k, v := range a {
+		w, ok := z[k]
+		// (a relative expiry set by the replay starts a little later)
+		if !ok || w.text != v.text || (w.ttl < 0) != (v.ttl < 0) || (w.ttl-v.ttl).Abs() > 10*time.Second {
+			t.Errorf("key %s: store's server %q (ttl %v), floor %q (ttl %v)", k, v.text, v.ttl, w.text, w.ttl)
+		}
+	}
+	for k := range z {
+		if _, ok := a[k]; !ok {
+			t.Errorf("key %s only on the floor", k)
+		}
+	}
+}
+
+// TestParseMonitor reads MONITOR lines as Redis 7 writes them.
+func TestParseMonitor(t *testing.T) {
+	client, args, err := parseMonitor(`+1796196318.664641 [0 lua] "HSETNX" "fl:{w:ws-14}:sn:20789:4" "\x17\xc9\x84I\"\\\n" ""`)
+	if err != nil || client != "lua" || len(args) != 4 || args[2] != "\x17\xc9\x84I\"\\\n" || args[3] != "" {
+		t.Errorf("got %q %q %v", client, args, err)
+	}
+	client, args, err = parseMonitor(`+1796196311.357345 [0 127.0.0.1:36282] "INFO" "server"`)
+	if err != nil || client != "127.0.0.1:36282" || len(args) != 2 {
+		t.Errorf("got %q %q %v", client, args, err)
+	}
+	for _, bad := range []string{`+1 [0 lua] "HGET`, `-ERR x`, `+1 [0 lua] HGET`} {
+		if _, _, err := parseMonitor(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// TestFloorRefusesCallgrindOnStore: MONITOR would be counted.
+func TestFloorRefusesCallgrindOnStore(t *testing.T) {
+	_, err := parseFlags([]string{"--addr", "x:1", "--floor", "y:2", "--callgrind-pid", "7"}, &bytes.Buffer{})
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "MONITOR") {
+		t.Errorf("got %v, want a usage error", err)
+	}
+}
+
+type keyState struct {
+	text string        // type and content, in a canonical order
+	ttl  time.Duration // negative: none
+}
+
+// snapshot reads every key of a server.
+func snapshot(t *testing.T, addr string) map[string]keyState {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx := context.Background()
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]keyState{}
+	for _, k := range keys {
+		typ := c.Type(ctx, k).Val()
+		var v any
+		switch typ {
+		case "string":
+			v = c.Get(ctx, k).Val()
+		case "hash":
+			v = c.HGetAll(ctx, k).Val() // a map: %v prints it sorted
+		case "zset":
+			v = c.ZRangeWithScores(ctx, k, 0, -1).Val()
+		case "set":
+			m := c.SMembers(ctx, k).Val()
+			slices.Sort(m)
+			v = m
+		default:
+			t.Fatalf("key %s of type %s", k, typ)
+		}
+		out[k] = keyState{fmt.Sprintf("%s %v", typ, v), c.PTTL(ctx, k).Val()}
+	}
+	return out
 }
