@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,9 +39,16 @@ var notReplayed = map[string]bool{
 // recorder reads a MONITOR stream of the store's server.
 type recorder struct {
 	mon  *serverConn
-	self string     // the driver's own connection (serverConn) as MONITOR names it
-	cmds [][]string // recorded since the last take
+	self string // the driver's own connection (serverConn) as MONITOR names it
 	seq  int
+	rec  recorded // since the last take
+}
+
+// recorded is what the store sent in a stretch of the run.
+type recorded struct {
+	cmds  [][]string // the data model's commands, the scripts' own included
+	calls [][]string // its FCALLs
+	loads [][]string // its FUNCTION LOADs
 }
 
 // startRecorder opens a MONITOR connection to addr; self is the local
@@ -63,37 +71,41 @@ func (r *recorder) Close() error { return r.mon.Close() }
 
 // take returns the commands of the store up to now: it sends a mark
 // through the driver's connection srv and reads the stream up to it.
-func (r *recorder) take(srv *serverConn) ([][]string, error) {
+func (r *recorder) take(srv *serverConn) (recorded, error) {
 	r.seq++
 	mark := "fleetd-cost-mark-" + strconv.Itoa(r.seq)
 	if v, err := srv.do("ECHO", mark); err != nil || v != mark {
-		return nil, fmt.Errorf("ECHO: %v %v", v, err)
+		return recorded{}, fmt.Errorf("ECHO: %v %v", v, err)
 	}
 	if err := r.mon.c.SetReadDeadline(time.Now().Add(2 * time.Minute)); err != nil {
-		return nil, err
+		return recorded{}, err
 	}
 	for {
 		line, err := r.mon.r.ReadString('\n')
 		if err != nil {
-			return nil, fmt.Errorf("MONITOR stream: %w", err)
+			return recorded{}, fmt.Errorf("MONITOR stream: %w", err)
 		}
 		client, args, err := parseMonitor(strings.TrimSuffix(line, "\r\n"))
 		if err != nil {
-			return nil, err
+			return recorded{}, err
 		}
 		if len(args) == 0 {
 			continue
 		}
-		if client == r.self {
-			if len(args) == 2 && strings.EqualFold(args[0], "echo") && args[1] == mark {
-				cmds := r.cmds
-				r.cmds = nil
-				return cmds, nil
+		name := strings.ToLower(args[0])
+		switch {
+		case client == r.self:
+			if len(args) == 2 && name == "echo" && args[1] == mark {
+				out := r.rec
+				r.rec = recorded{}
+				return out, nil
 			}
-			continue
-		}
-		if client == "lua" || !notReplayed[strings.ToLower(args[0])] {
-			r.cmds = append(r.cmds, args)
+		case client == "lua" || !notReplayed[name]:
+			r.rec.cmds = append(r.rec.cmds, args)
+		case name == "fcall":
+			r.rec.calls = append(r.rec.calls, args)
+		case name == "function" && len(args) > 1 && strings.EqualFold(args[1], "load"):
+			r.rec.loads = append(r.rec.loads, args)
 		}
 	}
 }
@@ -141,10 +153,18 @@ func parseMonitor(line string) (string, []string, error) {
 }
 
 // floorServer is the second redis-server the recorded commands replay to.
+// It loads the store's Functions library too, and bareLib beside it, so
+// that a phase's FCALLs can be timed against a function that does
+// nothing, in the same Lua state: what the call itself costs Redis.
 type floorServer struct {
 	conn *serverConn
 	cg   *callgrind // nil: no count
 }
+
+const (
+	bareLib = "#!lua name=fleetdcost\nredis.register_function('fleetdcost_bare', function(KEYS, ARGV) return {} end)"
+	bareFn  = "fleetdcost_bare"
+)
 
 // replay sends cmds pipelined, a chunk at a time, and reads every reply;
 // an error reply fails the replay (it would not be the same state).
@@ -185,38 +205,76 @@ func (f *floorServer) replay(cmds [][]string) error {
 // floor replays what the store did since the last call: measured (and
 // reported as phase name, of n events in requests) when name is not "".
 func (d *driver) floor(ctx context.Context, name string, n, requests int) error {
-	cmds, err := d.rec.take(d.srv)
+	rec, err := d.rec.take(d.srv)
 	if err != nil {
 		return err
 	}
+	if len(rec.loads) > 0 {
+		loads := append(rec.loads, []string{"FUNCTION", "LOAD", "REPLACE", bareLib})
+		if err := d.fl.replay(loads); err != nil {
+			return err
+		}
+	}
 	if name == "" {
-		return d.fl.replay(cmds)
+		return d.fl.replay(rec.cmds)
 	}
-	if d.fl.cg != nil {
-		if err := d.fl.cg.start(ctx); err != nil {
-			return err
-		}
-	}
-	if err := d.fl.replay(cmds); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
-	}
-	instr := "-"
-	perEvent := float64(len(cmds)) / float64(n)
+	perEvent := float64(len(rec.cmds)) / float64(n)
 	fmt.Fprintf(d.out, "\n== %s, plain commands: the same %d commands (%.2f per event), pipelined to an empty redis-server that ran all before them, no scripts\n",
-		name, len(cmds), perEvent)
-	if d.fl.cg != nil {
-		dump, err := d.fl.cg.stop(ctx, strings.ReplaceAll(name, "/", "-")+"-plain")
-		if err != nil {
-			return err
-		}
-		prof, err := annotate(ctx, dump)
-		if err != nil {
-			return err
-		}
-		instr = thousands(int64(float64(prof.total)/float64(n) + 0.5))
-		fmt.Fprintf(d.out, "Redis instructions per event: %s (%s in all; serverCron left out)\n", instr, thousands(prof.total))
-		d.topList(d.out, "inclusive", prof.inclusive, prof, n, true)
-		fmt.Fprintf(d.out, "dump: %s\n", dump)
+		name, len(rec.cmds), perEvent)
+	instr, err := d.floorMeasure(ctx, name+" plain", n, func() error { return d.fl.replay(rec.cmds) })
+	if err != nil {
+		return err
 	}
-	return d.result(name+" plain", n, requests, instr, perEvent)
+	if err := d.result(name+" plain", n, requests, instr, perEvent); err != nil {
+		return err
+	}
+	// The phase's calls, to a function that does nothing.
+	bare := make([][]string, len(rec.calls))
+	fns := map[string]int{}
+	for i, c := range rec.calls {
+		bare[i] = append([]string{"FCALL", bareFn}, c[2:]...)
+		fns[c[1]]++
+	}
+	var byFn []string
+	for f, k := range fns {
+		byFn = append(byFn, fmt.Sprintf("%s %d", f, k))
+	}
+	slices.Sort(byFn)
+	fmt.Fprintf(d.out, "\n== %s, bare calls: its %d FCALLs (%s) with their keys and arguments, to a function that does nothing and returns an empty array\n",
+		name, len(bare), strings.Join(byFn, ", "))
+	instr, err = d.floorMeasure(ctx, name+" bare", n, func() error { return d.fl.replay(bare) })
+	if err != nil {
+		return err
+	}
+	return d.result(name+" bare calls", n, requests, instr, float64(len(bare))/float64(n))
+}
+
+// floorMeasure runs replay on the floor server, counted by its callgrind
+// when it has one, and returns the instructions per event ("-": none).
+func (d *driver) floorMeasure(ctx context.Context, name string, n int, replay func() error) (string, error) {
+	cg := d.fl.cg
+	if cg != nil {
+		if err := cg.start(ctx); err != nil {
+			return "", err
+		}
+	}
+	if err := replay(); err != nil {
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	if cg == nil {
+		return "-", nil
+	}
+	dump, err := cg.stop(ctx, strings.ReplaceAll(strings.ReplaceAll(name, "/", "-"), " ", "-"))
+	if err != nil {
+		return "", err
+	}
+	prof, err := annotate(ctx, dump)
+	if err != nil {
+		return "", err
+	}
+	instr := thousands(int64(float64(prof.total)/float64(n) + 0.5))
+	fmt.Fprintf(d.out, "Redis instructions per event: %s (%s in all; serverCron left out)\n", instr, thousands(prof.total))
+	d.topList(d.out, "inclusive", prof.inclusive, prof, n, true)
+	fmt.Fprintf(d.out, "dump: %s\n", dump)
+	return instr, nil
 }

@@ -160,7 +160,8 @@ func TestRunFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"small/single plain", "small/batch10 plain", "small/day2-single plain", "small/day2-batch10 plain"}
+	want := []string{"small/single plain", "small/single bare calls", "small/batch10 plain", "small/batch10 bare calls",
+		"small/day2-single plain", "small/day2-single bare calls", "small/day2-batch10 plain", "small/day2-batch10 bare calls"}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) != len(want) {
 		t.Fatalf("results:\n%s\nwant %d lines", b, len(want))
@@ -170,11 +171,18 @@ func TestRunFloor(t *testing.T) {
 		if len(f) != 5 || f[0] != want[i] || f[3] != "-" {
 			t.Fatalf("result line %q: want phase %s and no instruction count", line, want[i])
 		}
-		if perEvent, err := strconv.ParseFloat(f[4], 64); err != nil || perEvent < 1 {
+		perEvent, err := strconv.ParseFloat(f[4], 64)
+		switch {
+		case strings.HasSuffix(f[0], "bare calls"): // one call a request
+			if want := 1 / float64(map[bool]int{true: 1, false: 10}[strings.Contains(f[0], "single")]); err != nil || perEvent < want {
+				t.Errorf("%s: calls per event %q, want at least %.2f", f[0], f[4], want)
+			}
+		case err != nil || perEvent < 1:
 			t.Errorf("%s: replayed commands per event %q, want at least 1 (the device read)", f[0], f[4])
 		}
 	}
-	if !strings.Contains(out.String(), "== small/batch10, plain commands: the same ") {
+	if !strings.Contains(out.String(), "== small/batch10, plain commands: the same ") ||
+		!strings.Contains(out.String(), "== small/batch10, bare calls: its 3 FCALLs (") {
 		t.Errorf("output lacks the floor's report:\n%s", out.String())
 	}
 	a, z := snapshot(t, srv.Addr), snapshot(t, fl.Addr)
