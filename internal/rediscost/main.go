@@ -169,26 +169,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv, err := dialServer(cfg.addr, 10*time.Second)
+	srv, err := dialEmpty(cfg.addr)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", cfg.addr, err)
+		return err
 	}
 	defer srv.Close()
-	if n, err := srv.do("DBSIZE"); err != nil || n != int64(0) {
-		return fmt.Errorf("redis at %s must be empty (DBSIZE %v, %v): the figures are of a fresh fleet", cfg.addr, n, err)
-	}
 	// --floor: watch the store's commands from before it opens.
 	var rec *recorder
 	var fl *floorServer
 	if cfg.floorAddr != "" {
-		fc, err := dialServer(cfg.floorAddr, 10*time.Second)
+		fc, err := dialEmpty(cfg.floorAddr)
 		if err != nil {
-			return fmt.Errorf("connect to --floor %s: %w", cfg.floorAddr, err)
+			return fmt.Errorf("--floor: %w", err)
 		}
 		defer fc.Close()
-		if n, err := fc.do("DBSIZE"); err != nil || n != int64(0) {
-			return fmt.Errorf("--floor redis at %s must be empty (DBSIZE %v, %v)", cfg.floorAddr, n, err)
-		}
 		fl = &floorServer{conn: fc}
 		if cfg.floorPID != 0 {
 			fl.cg = &callgrind{pid: cfg.floorPID, dir: cfg.floorDir}
@@ -245,6 +239,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(d.out, "\nday 2: %d delivery ids on day 1, %d so far on day 2; measured from %s UTC\n",
 		day1, d.dayIDs, time.UnixMilli(d.mix.ts).UTC().Format("15:04:05"))
 	return d.phases(ctx, cfg.shape+"/day2-")
+}
+
+// dialEmpty connects to the redis-server at addr, which must hold no key:
+// the figures are of a fresh fleet.
+func dialEmpty(addr string) (*serverConn, error) {
+	c, err := dialServer(addr, 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	if n, err := c.do("DBSIZE"); err != nil || n != int64(0) {
+		c.Close()
+		return nil, fmt.Errorf("redis at %s must be empty (DBSIZE %v, %v): the figures are of a fresh fleet", addr, n, err)
+	}
+	return c, nil
 }
 
 func (d *driver) header() error {
