@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -167,7 +166,8 @@ const (
 )
 
 // replay sends cmds pipelined, a chunk at a time, and reads every reply;
-// an error reply fails the replay (it would not be the same state).
+// an error reply fails the replay (it would not be the same state), and
+// the connection is not used after that.
 func (f *floorServer) replay(cmds [][]string) error {
 	const chunk = 512
 	w := bufio.NewWriterSize(f.conn.c, 1<<16)
@@ -185,18 +185,10 @@ func (f *floorServer) replay(cmds [][]string) error {
 		if err := w.Flush(); err != nil {
 			return err
 		}
-		var failed error
 		for k := range part {
-			if _, err := f.conn.read(); err != nil && failed == nil {
-				var ne net.Error
-				if errors.As(err, &ne) {
-					return err
-				}
-				failed = fmt.Errorf("replayed %s: %v", strings.Join(part[k], " "), err)
+			if _, err := f.conn.read(); err != nil {
+				return fmt.Errorf("replayed %.200s: %w", strings.Join(part[k], " "), err)
 			}
-		}
-		if failed != nil {
-			return failed
 		}
 	}
 	return nil

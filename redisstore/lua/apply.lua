@@ -142,8 +142,7 @@ for k = 1, n do
       if r ~= R_NOTHERE and not dev then
         local rec = dseenat(raw, ons, ots, lss, q, rgs, t, t36)
         if rec then rcall('HSET', DEV, d, rec) end
-      elseif r ~= R_NOTHERE and (dev.ls == nil or t > dev.ls) then
-        lsmax(dev, t, t36)
+      elseif r ~= R_NOTHERE and lsmax(dev, t, t36) then
         rcall('HSET', DEV, d, dput(dev))
       end
     end

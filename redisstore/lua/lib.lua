@@ -299,6 +299,17 @@ local function dput(v)
     rg .. ',' .. v.h .. ';' .. v.cold
 end
 
+-- Presence order: ts, an offline change winning a tie. pcmpOn returns 1
+-- when presence (ts, on) beats presence (ot, on0) (ot nil: none yet), 0
+-- when it is the same, -1 when older.
+local function pcmpOn(ot, on0, ts, on)
+  if ot == nil or ts > ot then return 1 end
+  if ts < ot then return -1 end
+  if on == on0 then return 0 end
+  if on == 0 then return 1 end
+  return -1
+end
+
 -- The hot path reads the record of a device that never moved (H empty)
 -- without a table: match(raw, DPAT) returns the texts of ON, OT and LS,
 -- the position after LS, and the texts of RG and H.
@@ -336,14 +347,9 @@ local function dpresence(raw, ons, ots, lss, q, rgs, on, t, t36)
   local ls = dseen(ots, lss, rgs)
   local on0 = 0
   if ons == '1' then on0 = 1 end
-  local r, win = R_ACCEPTED, false
-  if ot == nil or t > ot then
-    win = true
-  elseif t < ot then
-    r = R_STALE
-  elseif on ~= on0 then
-    if on == 0 then win = true else r = R_STALE end
-  end
+  local c = pcmpOn(ot, on0, t, on)
+  local r, win = R_ACCEPTED, c > 0
+  if c < 0 then r = R_STALE end
   local raise = ls == nil or t > ls
   if not (win or raise) then return r, nil, false end
   local ons2, ots2, ot2 = ons, ots, ot
@@ -382,23 +388,18 @@ local function dsethist(v, l, ws)
   end
 end
 
--- Presence order: ts, an offline change winning a tie. Returns 1 when
--- (ts, on) beats the record's presence, 0 when it is the same, -1 when
--- older.
-local function pnewer(v, ts, on)
-  if v.ot == nil or ts > v.ot then return 1 end
-  if ts < v.ot then return -1 end
-  if on == v.on then return 0 end
-  if on == 0 then return 1 end
-  return -1
-end
+-- pnewer is the presence order of a record v: pcmpOn of its presence.
+local function pnewer(v, ts, on) return pcmpOn(v.ot, v.on, ts, on) end
 
--- lsmax raises last seen to ts (whose base 36 text tss, if given, is kept).
+-- lsmax raises last seen to ts (whose base 36 text tss, if given, is
+-- kept); it reports whether it did.
 local function lsmax(v, ts, tss)
   if ts and (v.ls == nil or ts > v.ls) then
     v.ls = ts
     if tss then v._ls, v._lsn = tss, ts end
+    return true
   end
+  return false
 end
 
 -- dlist puts the record's listing entries in step with whether the device
